@@ -1,0 +1,1 @@
+"""Dataset layout, tf.data pipeline and face preprocessing."""

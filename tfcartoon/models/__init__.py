@@ -1,0 +1,1 @@
+"""Generator (trunk + group branches), discriminators and the face-ID embedder."""
