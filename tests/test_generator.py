@@ -114,3 +114,14 @@ def test_a_fifth_group_comes_from_the_list():
     gen = build_generator(GROUPS + ["teens"], **TINY)
     assert gen.group_model("teens").count_params() == gen.group_model("kids").count_params()
     assert len(gen.heads) == 5
+
+
+def test_static_route_matches_the_model_with_dynamic_groups(tiny):
+    images = _images(4, 64, seed=4)
+    slots = [2, 0, 2, 1]
+    routed = tiny.route(images, slots)
+    full = tiny({"image": images, "group": np.array(slots, "int32")})
+    for key in ("image", "cam_logit", "heatmap"):
+        np.testing.assert_allclose(routed[key].numpy(), full[key].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="slots must be group indices"):
+        tiny.route(images, [0, 1, 2, 7])

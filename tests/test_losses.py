@@ -44,3 +44,15 @@ def test_losses_are_float32_for_float16_inputs():
     logits = np.array([0.5, 2.0], "float16")
     assert losses.lsgan_real(logits).dtype == "float32"
     assert losses.l1(logits, logits).dtype == "float32"
+
+
+def test_per_sample_values_average_to_the_batch_loss():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 4, 4, 3)).astype("float32")
+    b = rng.normal(size=(3, 4, 4, 3)).astype("float32")
+    per_sample = losses.l1(a, b, per_sample=True).numpy()
+    np.testing.assert_allclose(per_sample, np.abs(a - b).mean(axis=(1, 2, 3)), rtol=1e-6)
+    assert float(losses.l1(a, b)) == pytest.approx(per_sample.mean(), rel=1e-6)
+    logits = rng.normal(size=(3, 2)).astype("float32")
+    np.testing.assert_allclose(losses.cam_bce(logits, 1, per_sample=True).numpy(),
+                               np.log1p(np.exp(-logits)).mean(axis=1), rtol=1e-5)

@@ -1,7 +1,9 @@
 """Loss terms of the method, as pure functions on tensors.
 
-Every loss returns a float32 scalar, also when its inputs are float16 (mixed
-precision). Weights are applied by the caller (see ``tfcartoon.config``).
+Every loss returns a float32 value, also for float16 inputs (mixed precision).
+With ``per_sample=True`` a loss returns one value per sample (B,), the mean over the
+sample's elements; the default is the mean over the batch, which equals the
+reference's mean over all elements. Weights are applied by the caller.
 """
 
 import keras
@@ -12,46 +14,54 @@ def _f32(x):
     return ops.cast(x, "float32")
 
 
-def lsgan_real(logits):
+def _reduce(elementwise, per_sample):
+    """Mean over all non-batch axes, then over the batch unless ``per_sample``."""
+    axes = tuple(range(1, len(elementwise.shape)))
+    values = ops.mean(elementwise, axis=axes) if axes else elementwise
+    return values if per_sample else ops.mean(values)
+
+
+def lsgan_real(logits, per_sample=False):
     """LSGAN term for logits that should say 'real': mean((logits - 1)^2)."""
-    return ops.mean(ops.square(_f32(logits) - 1.0))
+    return _reduce(ops.square(_f32(logits) - 1.0), per_sample)
 
 
-def lsgan_fake(logits):
+def lsgan_fake(logits, per_sample=False):
     """LSGAN term for logits that should say 'fake': mean(logits^2)."""
-    return ops.mean(ops.square(_f32(logits)))
+    return _reduce(ops.square(_f32(logits)), per_sample)
 
 
-def discriminator_adversarial(real_logits, fake_logits):
+def discriminator_adversarial(real_logits, fake_logits, per_sample=False):
     """LSGAN discriminator loss: real -> 1, fake -> 0."""
-    return lsgan_real(real_logits) + lsgan_fake(fake_logits)
+    return lsgan_real(real_logits, per_sample) + lsgan_fake(fake_logits, per_sample)
 
 
-def generator_adversarial(fake_logits):
+def generator_adversarial(fake_logits, per_sample=False):
     """LSGAN generator loss: make the discriminator say 'real' on fakes."""
-    return lsgan_real(fake_logits)
+    return lsgan_real(fake_logits, per_sample)
 
 
-def l1(a, b):
+def l1(a, b, per_sample=False):
     """Mean absolute difference (cycle and identity losses)."""
-    return ops.mean(ops.abs(_f32(a) - _f32(b)))
+    return _reduce(ops.abs(_f32(a) - _f32(b)), per_sample)
 
 
-def cam_bce(logits, target):
-    """Binary cross-entropy with logits against a constant target (1 or 0), mean over all."""
+def cam_bce(logits, target, per_sample=False):
+    """Binary cross-entropy with logits against a constant target (1 or 0)."""
     logits = _f32(logits)
     labels = ops.full_like(logits, float(target))
-    return ops.mean(keras.losses.binary_crossentropy(labels, logits, from_logits=True))
+    return _reduce(ops.binary_crossentropy(labels, logits, from_logits=True), per_sample)
 
 
-def face_id(real_embedding, fake_embedding):
-    """1 - cosine similarity of two embeddings (B, D), averaged over the batch."""
+def face_id(real_embedding, fake_embedding, per_sample=False):
+    """1 - cosine similarity of two embeddings (B, D)."""
     real = ops.normalize(_f32(real_embedding), axis=-1)
     fake = ops.normalize(_f32(fake_embedding), axis=-1)
-    return ops.mean(1.0 - ops.sum(real * fake, axis=-1))
+    values = 1.0 - ops.sum(real * fake, axis=-1)
+    return values if per_sample else ops.mean(values)
 
 
-def group_classification(logits, group, n_groups):
+def group_classification(logits, group, n_groups, per_sample=False):
     """MSE between group logits (B, n_groups) and the one-hot of ``group`` (B,)."""
     target = ops.one_hot(ops.cast(group, "int32"), n_groups)
-    return ops.mean(ops.square(_f32(logits) - target))
+    return _reduce(ops.square(_f32(logits) - target), per_sample)

@@ -9,8 +9,8 @@ import keras
 from keras import ops
 
 from tfcartoon.layers.init import torch_kernel_initializer
-from tfcartoon.layers.normalization import LIN, InstanceNorm, SoftAdaLIN
-from tfcartoon.layers.padding import ReflectionPad2D
+from tfcartoon.layers.normalization import LIN, InstanceNorm, SoftAdaLIN, instance_norm
+from tfcartoon.layers.padding import ReflectionPad2D, reflect_pad
 
 
 def conv(x, filters, kernel_size, name, stride=1, pad=0, use_bias=False):
@@ -30,13 +30,15 @@ def in_relu(x, name):
 
 
 @keras.saving.register_keras_serializable(package="tfcartoon")
-class ConvBlockShortcut(keras.layers.Layer):
-    """Shortcut of the reference ConvBlock: IN, ReLU, conv1x1 when widths differ.
+class ConvBlock(keras.layers.Layer):
+    """Pre-activation ConvBlock of photo2cartoon's hourglass, as one layer.
 
-    The reference creates this 1x1 projection in every ConvBlock but only applies it
-    when the input and output widths differ; in the generator they never do, so the
-    layer is the identity there. It still owns the kernel so that parameter counts
-    and checkpoints match the reference.
+    x1 = conv3x3(ReLU(IN(x))) to C/2, x2 = conv3x3(ReLU(IN(x1))) to C/4,
+    x3 = conv3x3(ReLU(IN(x2))) to C/4; returns shortcut(x) + concat(x1, x2, x3).
+    The shortcut is the identity when widths match, else IN, ReLU, conv1x1. The
+    reference creates that 1x1 kernel in every ConvBlock, used or not, so this layer
+    owns it too: parameter counts and checkpoints then match the reference. (One layer
+    instead of sixteen keeps graph tracing of the 50-odd blocks per generator fast.)
     """
 
     def __init__(self, filters, **kwargs):
@@ -44,17 +46,29 @@ class ConvBlockShortcut(keras.layers.Layer):
         self.filters = filters
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(1, 1, input_shape[-1], self.filters),
-            initializer=torch_kernel_initializer(),
-        )
-        self.norm = InstanceNorm(dtype=self.dtype_policy)
+        init = torch_kernel_initializer()
+        widths = [input_shape[-1], self.filters // 2, self.filters // 4, self.filters // 4]
+        self.kernels = [
+            self.add_weight(name=f"conv{i + 1}_kernel", shape=(3, 3, widths[i], widths[i + 1]),
+                            initializer=init)
+            for i in range(3)
+        ]
+        self.shortcut_kernel = self.add_weight(
+            name="shortcut_kernel", shape=(1, 1, input_shape[-1], self.filters), initializer=init)
+
+    def _conv(self, x, kernel, pad):
+        x = ops.relu(instance_norm(x))
+        if pad:
+            x = reflect_pad(x, pad)
+        return ops.conv(x, ops.cast(kernel, x.dtype), padding="valid")
 
     def call(self, x):
-        if x.shape[-1] == self.filters:
-            return x
-        x = ops.relu(self.norm(x))
-        return ops.conv(x, ops.cast(self.kernel, self.compute_dtype), padding="valid")
+        outputs, h = [], x
+        for kernel in self.kernels:
+            h = self._conv(h, kernel, pad=1)
+            outputs.append(h)
+        shortcut = x if x.shape[-1] == self.filters else self._conv(x, self.shortcut_kernel, 0)
+        return shortcut + ops.concatenate(outputs, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.filters)
@@ -64,13 +78,8 @@ class ConvBlockShortcut(keras.layers.Layer):
 
 
 def apply_conv_block(x, filters, name):
-    """Pre-activation ConvBlock: concat of three 3x3 convs (C/2, C/4, C/4) + shortcut."""
-    x1 = conv(in_relu(x, f"{name}_1"), filters // 2, 3, f"{name}_1_conv", pad=1)
-    x2 = conv(in_relu(x1, f"{name}_2"), filters // 4, 3, f"{name}_2_conv", pad=1)
-    x3 = conv(in_relu(x2, f"{name}_3"), filters // 4, 3, f"{name}_3_conv", pad=1)
-    out = keras.layers.Concatenate(name=f"{name}_concat")([x1, x2, x3])
-    shortcut = ConvBlockShortcut(filters, name=f"{name}_shortcut")(x)
-    return keras.layers.Add(name=f"{name}_add")([shortcut, out])
+    """One ``ConvBlock`` layer."""
+    return ConvBlock(filters, name=name)(x)
 
 
 def apply_hourglass_block(x, filters, name, depth=4):

@@ -26,6 +26,12 @@ def _normalize(x, axes, unbiased, epsilon):
     return (x - mean) * ops.rsqrt(variance + epsilon)
 
 
+def instance_norm(x, epsilon=EPSILON):
+    """Instance norm without affine (biased variance), statistics in float32."""
+    out = _normalize(ops.cast(x, "float32"), (1, 2), unbiased=False, epsilon=epsilon)
+    return ops.cast(out, x.dtype)
+
+
 def _instance_layer_mix(x, rho, epsilon):
     """rho * IN(x) + (1 - rho) * LN(x) with unbiased statistics, in float32."""
     x = ops.cast(x, "float32")
@@ -52,8 +58,7 @@ class InstanceNorm(keras.layers.Layer):
         self.epsilon = epsilon
 
     def call(self, x):
-        out = _normalize(ops.cast(x, "float32"), (1, 2), unbiased=False, epsilon=self.epsilon)
-        return ops.cast(out, self.compute_dtype)
+        return ops.cast(instance_norm(x, self.epsilon), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

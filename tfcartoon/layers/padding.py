@@ -4,6 +4,12 @@ import keras
 from keras import ops
 
 
+def reflect_pad(x, padding):
+    """Reflection-pad H and W of an NHWC tensor by ``padding`` pixels."""
+    p = padding
+    return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+
 @keras.saving.register_keras_serializable(package="tfcartoon")
 class ReflectionPad2D(keras.layers.Layer):
     """Pads H and W of an NHWC tensor by ``padding`` pixels, mirroring without the edge."""
@@ -13,8 +19,7 @@ class ReflectionPad2D(keras.layers.Layer):
         self.padding = int(padding)
 
     def call(self, x):
-        p = self.padding
-        return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+        return reflect_pad(x, self.padding)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

@@ -15,6 +15,7 @@ A batch may mix groups: each sample runs through its own group's branches.
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfcartoon.layers.blocks import (
@@ -208,6 +209,44 @@ class CartoonGenerator(keras.Model):
             cartoon = self.tails[index](x)
             self._group_models[name] = keras.Model(image, cartoon, name=f"{self.name}_{name}")
         return self._group_models[name]
+
+    def route(self, image, slots):
+        """Training path for a batch whose group layout is known when tracing.
+
+        ``slots`` lists each sample's group index (a Python list). Same outputs as
+        calling the model with ``group=slots``, but samples are grouped by a fixed
+        permutation and only the branches in ``slots`` are traced, with no dynamic
+        partitioning: graph building and the backward pass stay small.
+        """
+        slots = [int(s) for s in slots]
+        if not slots or min(slots) < 0 or max(slots) >= len(self.groups):
+            raise ValueError(f"slots must be group indices in [0, {len(self.groups)}), "
+                             f"got {slots}")
+        order = sorted(range(len(slots)), key=lambda i: slots[i])
+        runs = [(g, slots.count(g)) for g in sorted(set(slots))]
+        permuted = order != list(range(len(slots)))
+        if permuted:
+            image = ops.take(image, order, axis=0)
+
+        def per_group(branches, x):
+            if len(runs) == 1:
+                return branches[runs[0][0]](x)
+            parts = ops.split(x, np.cumsum([n for _, n in runs])[:-1].tolist(), axis=0)
+            outs = [branches[g](part) for (g, _), part in zip(runs, parts)]
+            if isinstance(outs[0], (tuple, list)):
+                return [ops.concatenate(list(t), axis=0) for t in zip(*outs)]
+            return ops.concatenate(outs, axis=0)
+
+        x = per_group(self.heads, image)
+        x, *content = self.encoder(x)
+        x, cam_logit = per_group(self.cams, x)
+        x, heatmap = self.decoder([x, *content])
+        outputs = {"image": per_group(self.tails, x), "cam_logit": cam_logit,
+                   "heatmap": heatmap}
+        if permuted:
+            inverse = np.argsort(order).tolist()
+            outputs = {k: ops.take(v, inverse, axis=0) for k, v in outputs.items()}
+        return outputs
 
     def get_config(self):
         return {"groups": list(self.groups), "ngf": self.ngf, "image_size": self.image_size,
