@@ -97,9 +97,9 @@ def apply_hourglass_block(x, filters, name, depth=4):
     return x
 
 
-def apply_hourglass(x, filters, name, residual=True):
+def apply_hourglass(x, filters, name, residual=True, depth=4):
     """HourGlass module: returns ``x + conv(ll) + conv(tmp)``, or the 3-channel ``tmp``."""
-    ll = apply_hourglass_block(x, filters, f"{name}_block")
+    ll = apply_hourglass_block(x, filters, f"{name}_block", depth=depth)
     ll = apply_conv_block(ll, filters, f"{name}_conv_block")
     ll = conv(ll, filters, 1, f"{name}_conv_ll")
     ll = in_relu(ll, f"{name}_ll")

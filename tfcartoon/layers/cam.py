@@ -60,3 +60,14 @@ class CAMScore(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "use_bias": self.use_bias,
                 "spectral_norm": self.spectral_norm}
+
+
+@keras.saving.register_keras_serializable(package="tfcartoon")
+class ChannelSum(keras.layers.Layer):
+    """Sum over channels, keeping the axis: the CAM heatmap (B, H, W, 1)."""
+
+    def call(self, x):
+        return ops.sum(x, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 1)

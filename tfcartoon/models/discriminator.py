@@ -5,9 +5,8 @@ measured to produce NaN kernels, so they ignore a mixed global policy.
 """
 
 import keras
-from keras import ops
 
-from tfcartoon.layers.cam import CAMScore
+from tfcartoon.layers.cam import CAMScore, ChannelSum
 from tfcartoon.layers.init import torch_kernel_initializer
 from tfcartoon.layers.padding import ReflectionPad2D
 from tfcartoon.models.generator import validate_groups
@@ -72,8 +71,7 @@ class PatchDiscriminator(keras.Model):
         x = keras.layers.Conv2D(channels, 1, use_bias=True, name="cam_conv1x1", dtype=DTYPE,
                                 kernel_initializer=torch_kernel_initializer())(x)
         x = _leaky_relu(x, "cam_lrelu")
-        heatmap = keras.layers.Lambda(lambda t: ops.sum(t, axis=-1, keepdims=True),
-                                      name="heatmap", dtype=DTYPE)(x)
+        heatmap = ChannelSum(name="heatmap", dtype=DTYPE)(x)
         pooled = keras.layers.GlobalAveragePooling2D(name="group_pool", dtype=DTYPE)(x)
         group_logit = keras.layers.SpectralNormalization(
             keras.layers.Dense(len(groups), use_bias=False, name="group_fc", dtype=DTYPE,

@@ -27,7 +27,7 @@ from tfcartoon.layers.blocks import (
     conv,
     in_relu,
 )
-from tfcartoon.layers.cam import CAMScore
+from tfcartoon.layers.cam import CAMScore, ChannelSum
 from tfcartoon.layers.init import torch_kernel_initializer
 from tfcartoon.layers.routing import GroupSwitch
 
@@ -62,27 +62,27 @@ def validate_image_size(image_size):
     return image_size
 
 
-def build_group_head(ngf, image_size, name):
+def build_group_head(ngf, image_size, name, depth=4):
     """E^g: pad3, conv7x7 3->ngf, IN, ReLU, then HourGlass1."""
     image = keras.Input((image_size, image_size, 3), name="image")
     x = in_relu(conv(image, ngf, 7, "conv_block1_conv", pad=3), "conv_block1")
-    x = apply_hourglass(x, ngf, "hourglass1")
+    x = apply_hourglass(x, ngf, "hourglass1", depth=depth)
     return keras.Model(image, x, name=name)
 
 
-def build_group_tail(ngf, image_size, name):
+def build_group_tail(ngf, image_size, name, depth=4):
     """G^g: HourGlass4 (to 3 channels), pad3, conv7x7 3->3, tanh in float32."""
     features = keras.Input((image_size, image_size, ngf), name="features")
-    x = apply_hourglass(features, ngf, "hourglass4", residual=False)
+    x = apply_hourglass(features, ngf, "hourglass4", residual=False, depth=depth)
     x = conv(x, 3, 7, "conv_block2_conv", pad=3)
     image = keras.layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model(features, image, name=name)
 
 
-def build_shared_encoder(ngf, image_size):
+def build_shared_encoder(ngf, image_size, depth=4):
     """E^S: HourGlass2, two down blocks, four residual blocks and their content features."""
     features = keras.Input((image_size, image_size, ngf), name="features")
-    x = apply_hourglass(features, ngf, "hourglass2")
+    x = apply_hourglass(features, ngf, "hourglass2", depth=depth)
     x = apply_down_block(x, ngf * 2, "down_block1")
     x = apply_down_block(x, ngf * 4, "down_block2")
     content = []
@@ -92,7 +92,7 @@ def build_shared_encoder(ngf, image_size):
     return keras.Model(features, [x, *content], name="shared_encoder")
 
 
-def build_shared_decoder(ngf, image_size):
+def build_shared_decoder(ngf, image_size, depth=4):
     """G^S: CAM 1x1 conv and heatmap, style MLP, SoftAdaLIN blocks, up blocks, HourGlass3.
 
     Inputs: the CAM-weighted features (2 * 4ngf channels) and the four content features.
@@ -103,8 +103,7 @@ def build_shared_decoder(ngf, image_size):
     content = [keras.Input((ngf * 4,), name=f"content{index}") for index in range(1, 5)]
     x = conv(cam_features, ngf * 4, 1, "cam_conv1x1", use_bias=True)
     x = keras.layers.ReLU(name="cam_relu")(x)
-    heatmap = keras.layers.Lambda(
-        lambda t: ops.sum(t, axis=-1, keepdims=True), name="heatmap")(x)
+    heatmap = ChannelSum(name="heatmap")(x)
     style = keras.layers.GlobalAveragePooling2D(name="style_pool")(x)
     for index in (1, 2):
         style = keras.layers.Dense(ngf * 4, activation="relu", name=f"style_fc{index}",
@@ -113,7 +112,7 @@ def build_shared_decoder(ngf, image_size):
         x = apply_soft_adalin_block(x, content[4 - index], style, f"decode_block{index}")
     x = apply_up_block(x, ngf * 2, "up_block1")
     x = apply_up_block(x, ngf, "up_block2")
-    x = apply_hourglass(x, ngf, "hourglass3")
+    x = apply_hourglass(x, ngf, "hourglass3", depth=depth)
     return keras.Model([cam_features, *content], [x, heatmap], name="shared_decoder")
 
 
@@ -129,20 +128,26 @@ class CartoonGenerator(keras.Model):
         groups: group names, the base group first (e.g. young_women, young_men, ...).
         ngf: base width (32 in the reference).
         image_size: square input size, a multiple of 16 (256 in the reference).
+        hourglass_depth: pooling levels of every hourglass (4 in the reference). Fewer
+            levels make a much smaller graph; the test suite uses 1 to keep TensorFlow's
+            graph building fast. Parameter counts above assume 4.
     """
 
-    def __init__(self, groups, ngf=32, image_size=256, **kwargs):
+    def __init__(self, groups, ngf=32, image_size=256, hourglass_depth=4, **kwargs):
         groups = validate_groups(groups)
         image_size = validate_image_size(image_size)
         if not isinstance(ngf, int) or ngf < 4 or ngf % 4:
             raise ValueError(f"ngf must be a positive multiple of 4, got {ngf!r}")
+        if hourglass_depth not in (1, 2, 3, 4):
+            raise ValueError(f"hourglass_depth must be 1, 2, 3 or 4, got {hourglass_depth!r}")
+        depth = hourglass_depth
 
         # === Layers ===
-        heads = [build_group_head(ngf, image_size, f"head_{name}") for name in groups]
+        heads = [build_group_head(ngf, image_size, f"head_{name}", depth) for name in groups]
         cams = [CAMScore(name=f"cam_{name}") for name in groups]
-        tails = [build_group_tail(ngf, image_size, f"tail_{name}") for name in groups]
-        encoder = build_shared_encoder(ngf, image_size)
-        decoder = build_shared_decoder(ngf, image_size)
+        tails = [build_group_tail(ngf, image_size, f"tail_{name}", depth) for name in groups]
+        encoder = build_shared_encoder(ngf, image_size, depth)
+        decoder = build_shared_decoder(ngf, image_size, depth)
 
         # === Functional model ===
         image = keras.Input((image_size, image_size, 3), name="image")
@@ -162,6 +167,7 @@ class CartoonGenerator(keras.Model):
         self.groups = groups
         self.ngf = ngf
         self.image_size = image_size
+        self.hourglass_depth = hourglass_depth
         self.heads, self.cams, self.tails = heads, cams, tails
         self.encoder, self.decoder = encoder, decoder
         # Deployable single-group models, built on demand; kept out of weight tracking.
@@ -250,13 +256,15 @@ class CartoonGenerator(keras.Model):
 
     def get_config(self):
         return {"groups": list(self.groups), "ngf": self.ngf, "image_size": self.image_size,
-                "name": self.name, "trainable": self.trainable}
+                "hourglass_depth": self.hourglass_depth, "name": self.name,
+                "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
 
-def build_generator(groups, ngf=32, image_size=256, name="generator"):
+def build_generator(groups, ngf=32, image_size=256, hourglass_depth=4, name="generator"):
     """Build the multi-group generator (see ``CartoonGenerator``)."""
-    return CartoonGenerator(groups, ngf=ngf, image_size=image_size, name=name)
+    return CartoonGenerator(groups, ngf=ngf, image_size=image_size,
+                            hourglass_depth=hourglass_depth, name=name)
