@@ -20,6 +20,7 @@ setup(
     packages=find_packages(include=["tfcartoon", "tfcartoon.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
+        "tensorboard>=2.20",
         "keras>=3.10",
         "numpy>=1.26",
         "pyyaml>=6",

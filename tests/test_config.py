@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from tfcartoon.config import ConfigError, load_config, parse_override
+
+
+def test_defaults_are_the_reference_hyper_parameters():
+    config = load_config()
+    assert config.groups == ["young_women", "young_men", "kids", "elderly"]
+    assert (config.model.image_size, config.model.ngf, config.model.hourglass_depth) == (256, 32, 4)
+    assert (config.loss.cycle, config.loss.identity, config.loss.cam) == (50.0, 10.0, 1000.0)
+    assert (config.train.lr, config.train.beta_1, config.train.weight_decay) == (1e-4, 0.5, 1e-4)
+
+
+def test_overrides_are_parsed_as_yaml_values():
+    config = load_config(None, ["train.steps=12", "loss.cycle=20", "train.group=kids",
+                                "groups=[a, b, kids]"])
+    assert config.train.steps == 12 and config.loss.cycle == 20.0
+    assert config.fewshot_groups == ["kids"]
+    assert parse_override("a.b=") == {"a": {"b": None}}
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key train\.'stpes'.*'steps'"):
+        load_config(None, ["train.stpes=3"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=many", "train.steps must be of type int"),
+    ("train.update_rule=loose", "train.update_rule must be one of"),
+    ("train.group=young_women", "is the base group"),
+    ("train.group=teens", "is not one of groups"),
+    ("model.image_size=100", "multiple of 16"),
+    ("train.steps=0", "train.steps must be at least 1"),
+    ("data.resize=128", "data.resize .* must be at least model.image_size"),
+])
+def test_bad_values_name_the_key_and_what_was_expected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_config_files_load(tmp_path):
+    for name in ("base", "fewshot", "smoke"):
+        config = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml")
+        assert config.groups[0] == "young_women"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")

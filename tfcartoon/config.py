@@ -1,0 +1,240 @@
+"""Typed run configuration: YAML files plus command-line overrides.
+
+Unknown keys are errors (with the closest valid key suggested), values are checked
+against their field types, and the resolved config is written into every run
+directory so a run can be reproduced or resumed from it.
+"""
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+DEFAULT_GROUPS = ["young_women", "young_men", "kids", "elderly"]
+STAGES = ("base", "fewshot")
+UPDATE_RULES = ("strict", "reference", "full")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message says which and why."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    image_size: int = 256
+    ngf: int = 32
+    hourglass_depth: int = 4
+    ndf: int = 32
+    global_layers: int = 7
+    local_layers: int = 5
+
+
+@dataclasses.dataclass
+class LossConfig:
+    adversarial: float = 1.0
+    cycle: float = 50.0
+    identity: float = 10.0
+    cam: float = 1000.0
+    group_discriminator: float = 1.0
+    group_generator: float = 0.25
+
+
+@dataclasses.dataclass
+class FaceIdConfig:
+    model: Optional[str] = None
+    weight: float = 1.0
+
+
+@dataclasses.dataclass
+class DataConfig:
+    resize: int = 286
+    flip: bool = True
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    stage: str = "base"
+    group: Optional[str] = None
+    update_rule: str = "strict"
+    steps: int = 100_000
+    batch_size: int = 1
+    lr: float = 1e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    weight_decay: float = 1e-4
+    decay_start: float = 0.5
+    precision: str = "auto"
+    initial_loss_scale: float = 128.0
+    jit_compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 100
+    image_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass
+class Config:
+    groups: list = dataclasses.field(default_factory=lambda: list(DEFAULT_GROUPS))
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    face_id: FaceIdConfig = dataclasses.field(default_factory=FaceIdConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    @property
+    def base_group(self):
+        return self.groups[0]
+
+    @property
+    def fewshot_groups(self):
+        """Groups trained in stage two: the named one, or every group but the base."""
+        if self.train.group is not None:
+            return [self.train.group]
+        return list(self.groups[1:])
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_type(path, value, default, annotation):
+    """Coerce ``value`` to the field's type or raise ConfigError naming the key."""
+    expected = type(default) if default is not None else None
+    if annotation == Optional[str] or expected is None:
+        if value is None or isinstance(value, str):
+            return value
+        raise ConfigError(f"{path} must be a string or null, got {value!r}")
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif expected is list:
+        if isinstance(value, list):
+            return list(value)
+    raise ConfigError(f"{path} must be of type {expected.__name__}, got {value!r}")
+
+
+def _unknown_key(path, key, valid):
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    where = f"{path}." if path else ""
+    raise ConfigError(f"unknown config key {where}{key!r}{hint} (valid: {', '.join(valid)})")
+
+
+def _merge(instance, values, path=""):
+    """Return a copy of dataclass ``instance`` updated from the dict ``values``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(instance)}
+    updates = {}
+    for key, value in values.items():
+        if key not in fields:
+            _unknown_key(path, key, list(fields))
+        current = getattr(instance, key)
+        full = f"{path}.{key}" if path else key
+        if dataclasses.is_dataclass(current):
+            updates[key] = _merge(current, value, full)
+        else:
+            updates[key] = _check_type(full, value, fields[key].default
+                                       if fields[key].default is not dataclasses.MISSING
+                                       else current, fields[key].type)
+    return dataclasses.replace(instance, **updates)
+
+
+def parse_override(text):
+    """Turn 'train.steps=200' into {'train': {'steps': 200}} (values parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.subkey=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    nested = value
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r} has an empty key part")
+        nested = {part: nested}
+    return nested
+
+
+def _deep_update(target, update):
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
+def validate(config):
+    """Cross-field checks; returns ``config`` or raises ConfigError."""
+    from tfcartoon.models.generator import validate_groups, validate_image_size
+
+    try:
+        validate_groups(config.groups)
+        validate_image_size(config.model.image_size)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    train = config.train
+    choices = {"train.stage": (train.stage, STAGES),
+               "train.update_rule": (train.update_rule, UPDATE_RULES),
+               "train.precision": (train.precision, PRECISIONS)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    if train.group is not None:
+        if train.group not in config.groups:
+            raise ConfigError(f"train.group {train.group!r} is not one of groups {config.groups}")
+        if train.group == config.base_group:
+            raise ConfigError(f"train.group {train.group!r} is the base group; the few-shot "
+                              f"stage trains the other groups {config.groups[1:]}")
+    if train.stage == "fewshot" and len(config.groups) < 2:
+        raise ConfigError("the fewshot stage needs at least two groups (base + one new group)")
+    positive = {"train.steps": train.steps, "train.batch_size": train.batch_size,
+                "train.log_every": train.log_every, "train.image_every": train.image_every,
+                "train.checkpoint_every": train.checkpoint_every,
+                "train.keep_checkpoints": train.keep_checkpoints, "model.ngf": config.model.ngf,
+                "model.ndf": config.model.ndf}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if not 0.0 <= train.decay_start <= 1.0:
+        raise ConfigError(f"train.decay_start must be in [0, 1], got {train.decay_start}")
+    if config.data.resize < config.model.image_size:
+        raise ConfigError(f"data.resize ({config.data.resize}) must be at least "
+                          f"model.image_size ({config.model.image_size})")
+    return config
+
+
+def load_config(path=None, overrides=(), base=None):
+    """Load a YAML config (or defaults), apply ``overrides`` ('a.b=value'), validate."""
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {loaded!r}")
+        values = loaded or {}
+    for text in overrides:
+        _deep_update(values, parse_override(text))
+    return validate(_merge(base or Config(), values))
+
+
+def config_from_dict(values):
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's config.yaml)."""
+    return validate(_merge(Config(), values))

@@ -1,0 +1,324 @@
+"""The training model: two generators, four discriminators and a custom train_step.
+
+Names follow the data: ``photo2cartoon`` maps photos to cartoons, ``cartoon2photo``
+maps back (for the cycle); the discriminators judge photos or cartoons, globally
+or locally. One ``train_step`` serves both stages; what it updates is decided once,
+when the model is set up for a stage (``TrainingPlan``).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfcartoon import losses
+from tfcartoon.models.discriminator import build_discriminator
+from tfcartoon.models.face_id import face_embedding
+from tfcartoon.models.generator import build_generator
+from tfcartoon.training.optimizer import ReferenceAdam
+
+DISCRIMINATORS = ("photo_global", "photo_local", "cartoon_global", "cartoon_local")
+GENERATOR_TERMS = ("adversarial", "cycle", "identity", "cam", "face_id", "group")
+LOG_NAMES = ("d_loss", "d_adversarial", "d_group", "g_loss",
+             *(f"g_{term}" for term in GENERATOR_TERMS))
+
+
+def _apply_connected(optimizer, grads, variables):
+    """Apply the gradients that exist. Like PyTorch, a variable the loss does not reach
+    (e.g. the reference's unused ConvBlock shortcut kernels) gets no update, not even
+    weight decay."""
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+
+@keras.saving.register_keras_serializable(package="tfcartoon")
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Constant learning rate, then linear decay to 0 from ``decay_start * steps``."""
+
+    def __init__(self, learning_rate, steps, decay_start=0.5):
+        self.learning_rate = learning_rate
+        self.steps = steps
+        self.decay_start = decay_start
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        start = float(self.decay_start * self.steps)
+        span = max(float(self.steps) - start, 1.0)
+        fraction = ops.clip((float(self.steps) - step) / span, 0.0, 1.0)
+        return self.learning_rate * ops.where(step < start, 1.0, fraction)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "steps": self.steps,
+                "decay_start": self.decay_start}
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """What one stage trains.
+
+    ``slots``: group index of each sample in one replica's batch (sorted; every
+    replica gets the same layout, so generators route samples statically). ``specific``: groups whose
+    branches are trained. ``train_shared``: whether the shared trunk is trained.
+    ``rule``: 'strict' (one loss, the group variables only), 'reference' (base-group
+    and CAM losses reach the trunk, the rest only the branches) or 'full' (every
+    loss reaches every trained variable).
+    """
+
+    slots: list
+    specific: list
+    train_shared: bool
+    rule: str
+    group_losses: bool
+
+    @classmethod
+    def from_config(cls, config):
+        train = config.train
+        if train.stage == "base":
+            return cls(slots=[0] * train.batch_size, specific=[config.base_group],
+                       train_shared=True, rule="full", group_losses=False)
+        slots = [g for g in range(len(config.groups)) for _ in range(train.batch_size)]
+        if train.update_rule == "strict":
+            return cls(slots, config.fewshot_groups, False, "strict", True)
+        specific = [config.base_group] + [g for g in config.fewshot_groups
+                                          if g != config.base_group]
+        if train.update_rule == "full":
+            specific = list(config.groups)
+        return cls(slots, specific, True, train.update_rule, True)
+
+
+class CartoonGAN(keras.Model):
+    """Two generators and four discriminators trained together (see module doc)."""
+
+    def __init__(self, config, face_embedder=None, **kwargs):
+        super().__init__(name="cartoon_gan", **kwargs)
+        model = config.model
+        self.config = config
+        self.plan = TrainingPlan.from_config(config)
+        self.photo2cartoon = build_generator(config.groups, model.ngf, model.image_size,
+                                             model.hourglass_depth, name="photo2cartoon")
+        self.cartoon2photo = build_generator(config.groups, model.ngf, model.image_size,
+                                             model.hourglass_depth, name="cartoon2photo")
+        self.discriminators = {}
+        for name in DISCRIMINATORS:
+            kind = name.split("_")[1]
+            layers = model.global_layers if kind == "global" else model.local_layers
+            self.discriminators[name] = build_discriminator(
+                kind, config.groups, model.ndf, model.image_size, n_layers=layers, name=name)
+        self.face_embedder = face_embedder
+        if face_embedder is not None:
+            face_embedder.trainable = False
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES}
+        self.built = True  # every sub-model is built above
+
+    # --- variable sets -------------------------------------------------------------
+
+    def _generators(self):
+        return (self.photo2cartoon, self.cartoon2photo)
+
+    def specific_variables(self):
+        return [v for gen in self._generators() for g in self.plan.specific
+                for v in gen.group_variables(g)]
+
+    def shared_variables(self):
+        if not self.plan.train_shared:
+            return []
+        return [v for gen in self._generators() for v in gen.shared_variables]
+
+    def generator_variables(self):
+        return self.shared_variables() + self.specific_variables()
+
+    def discriminator_variables(self):
+        return [v for d in self.discriminators.values() for v in d.trainable_variables]
+
+    def build_optimizers(self):
+        """Fresh Adam optimizers bound to this stage's variable sets."""
+        train = self.config.train
+        schedule = LinearDecay(train.lr, train.steps, train.decay_start)
+
+        def adam(name):
+            return ReferenceAdam(schedule, beta_1=train.beta_1, beta_2=train.beta_2,
+                                 l2=train.weight_decay, name=name)
+
+        generator_opt = adam("generator_adam")
+        if keras.config.dtype_policy().name == "mixed_float16":
+            generator_opt = keras.optimizers.LossScaleOptimizer(
+                generator_opt, initial_scale=train.initial_loss_scale)
+        discriminator_opt = adam("discriminator_adam")
+        generator_opt.build(self.generator_variables())
+        discriminator_opt.build(self.discriminator_variables())
+        self.generator_optimizer = generator_opt
+        self.discriminator_optimizer = discriminator_opt
+        return generator_opt, discriminator_opt
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # --- losses ----------------------------------------------------------------
+
+    def _discriminate(self, names, images, training=False):
+        return {n: self.discriminators[n](images, training=training) for n in names}
+
+    def _discriminator_losses(self, photo, cartoon, fake_photo, fake_cartoon, group):
+        weights = self.config.loss
+        adversarial, group_term = 0.0, 0.0
+        for domain, real, fake in (("photo", photo, fake_photo),
+                                   ("cartoon", cartoon, fake_cartoon)):
+            names = [n for n in DISCRIMINATORS if n.startswith(domain)]
+            real_out = self._discriminate(names, real, training=True)
+            fake_out = self._discriminate(names, fake, training=True)
+            for n in names:
+                adversarial += losses.discriminator_adversarial(
+                    real_out[n]["patch_logit"], fake_out[n]["patch_logit"])
+                adversarial += losses.discriminator_adversarial(
+                    real_out[n]["cam_logit"], fake_out[n]["cam_logit"])
+                if self.plan.group_losses:
+                    group_term += losses.group_classification(
+                        real_out[n]["group_logit"], group, len(self.config.groups))
+        adversarial = weights.adversarial * adversarial
+        group_term = weights.group_discriminator * group_term
+        return adversarial + group_term, {"d_adversarial": adversarial, "d_group": group_term}
+
+    def _face_id(self, photo, cartoon, fake_photo, fake_cartoon):
+        """Per-sample 1 - cos between each real image and its translation."""
+        embeddings = face_embedding(self.face_embedder, ops.concatenate(
+            [photo, fake_cartoon, cartoon, fake_photo], axis=0))
+        real_p, fake_c, real_c, fake_p = ops.split(embeddings, 4, axis=0)
+        return (losses.face_id(real_p, fake_c, per_sample=True)
+                + losses.face_id(real_c, fake_p, per_sample=True))
+
+    def _translate(self, photo, cartoon):
+        """Cross-domain and identity passes, two generator calls on doubled batches.
+
+        Normalisation is per sample, so a concatenated batch gives each sample the
+        output it would get alone.
+        """
+        slots = self.plan.slots * 2
+        both = ops.concatenate([photo, cartoon], axis=0)
+        to_cartoon = self.photo2cartoon.route(both, slots)
+        to_photo = self.cartoon2photo.route(ops.concatenate([cartoon, photo], axis=0), slots)
+        split = lambda out: [{k: v for k, v in zip(out, parts)}  # noqa: E731
+                             for parts in zip(*(ops.split(v, 2, axis=0)
+                                                for v in out.values()))]
+        fake_cartoon, cartoon_as_cartoon = split(to_cartoon)
+        fake_photo, photo_as_photo = split(to_photo)
+        return fake_cartoon, fake_photo, cartoon_as_cartoon, photo_as_photo
+
+    def _generator_terms(self, photo, cartoon, group, translated):
+        """Per-sample generator loss terms (each (B,), unweighted)."""
+        fake_cartoon, fake_photo, cartoon_as_cartoon, photo_as_photo = translated
+        recon_photo = self.cartoon2photo.route(fake_cartoon["image"], self.plan.slots)["image"]
+        recon_cartoon = self.photo2cartoon.route(fake_photo["image"], self.plan.slots)["image"]
+
+        adversarial, group_term = 0.0, 0.0
+        for domain, fake in (("photo", fake_photo["image"]), ("cartoon", fake_cartoon["image"])):
+            names = [n for n in DISCRIMINATORS if n.startswith(domain)]
+            for n, out in self._discriminate(names, fake).items():
+                adversarial += losses.generator_adversarial(out["patch_logit"], per_sample=True)
+                adversarial += losses.generator_adversarial(out["cam_logit"], per_sample=True)
+                if self.plan.group_losses:
+                    group_term += losses.group_classification(
+                        out["group_logit"], group, len(self.config.groups), per_sample=True)
+        terms = {
+            "adversarial": adversarial,
+            "cycle": losses.l1(recon_photo, photo, True) + losses.l1(recon_cartoon, cartoon, True),
+            "identity": (losses.l1(photo_as_photo["image"], photo, True)
+                         + losses.l1(cartoon_as_cartoon["image"], cartoon, True)),
+            "cam": (losses.cam_bce(fake_photo["cam_logit"], 1, True)
+                    + losses.cam_bce(photo_as_photo["cam_logit"], 0, True)
+                    + losses.cam_bce(fake_cartoon["cam_logit"], 1, True)
+                    + losses.cam_bce(cartoon_as_cartoon["cam_logit"], 0, True)),
+            "group": group_term if self.plan.group_losses else ops.zeros_like(adversarial),
+        }
+        if self.face_embedder is not None:
+            terms["face_id"] = self._face_id(photo, cartoon, fake_photo["image"],
+                                             fake_cartoon["image"])
+        else:
+            terms["face_id"] = ops.zeros_like(adversarial)
+        return terms
+
+    def _weighted(self, terms):
+        weights = self.config.loss
+        scale = {"adversarial": weights.adversarial, "cycle": weights.cycle,
+                 "identity": weights.identity, "cam": weights.cam,
+                 "face_id": self.config.face_id.weight, "group": weights.group_generator}
+        return {name: scale[name] * value for name, value in terms.items()}
+
+    # --- the step ----------------------------------------------------------------
+
+    @staticmethod
+    def _scaled(optimizer, loss):
+        """The loss to differentiate: per-replica share, times the loss scale if any.
+
+        Must be computed while the tape records, or the gradients come back None.
+        """
+        loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            loss = optimizer.scale_loss(loss)
+        return loss
+
+    @staticmethod
+    def _apply(optimizer, tape, scaled_loss, variables):
+        grads = tape.gradient(scaled_loss, variables)
+        _apply_connected(optimizer, grads, variables)
+
+    def train_step(self, data):
+        photo, cartoon, group = data["photo"], data["cartoon"], data["group"]
+        generator_vars = self.generator_variables()
+        with tf.GradientTape(persistent=self.plan.rule == "reference") as g_tape:
+            translated = self._translate(photo, cartoon)
+            fake_cartoon, fake_photo = translated[:2]
+            # The generators do not change before their own update, so the reference's
+            # discriminator pass on freshly generated fakes sees exactly these images.
+            with g_tape.stop_recording():
+                with tf.GradientTape() as d_tape:
+                    d_loss, d_logs = self._discriminator_losses(
+                        photo, cartoon, ops.stop_gradient(fake_photo["image"]),
+                        ops.stop_gradient(fake_cartoon["image"]), group)
+                    d_scaled = self._scaled(self.discriminator_optimizer, d_loss)
+                self._apply(self.discriminator_optimizer, d_tape, d_scaled,
+                            self.discriminator_variables())
+            terms = self._weighted(self._generator_terms(photo, cartoon, group, translated))
+            per_sample = sum(terms.values())
+            g_loss = ops.mean(per_sample)
+            if self.plan.rule == "reference":
+                base = ops.cast(ops.equal(group, 0), "float32")
+                own = per_sample - terms["cam"] - terms["group"]
+                shared_loss = ops.mean(base * own + terms["cam"])
+                specific_loss = ops.mean((1.0 - base) * own + terms["group"])
+                scaled = [self._scaled(self.generator_optimizer, x)
+                          for x in (shared_loss, specific_loss)]
+            else:
+                scaled = self._scaled(self.generator_optimizer, g_loss)
+        if self.plan.rule == "reference":
+            self._apply_reference(g_tape, *scaled)
+            del g_tape
+        else:
+            self._apply(self.generator_optimizer, g_tape, scaled, generator_vars)
+
+        logs = {"d_loss": d_loss, **d_logs, "g_loss": g_loss}
+        logs.update({f"g_{name}": ops.mean(value) for name, value in terms.items()})
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _apply_reference(self, tape, shared_loss, specific_loss):
+        """Shared variables follow the shared loss; branch variables follow both.
+
+        Both losses come already scaled (``_scaled``).
+        """
+        optimizer = self.generator_optimizer
+        shared, specific = self.shared_variables(), self.specific_variables()
+        shared_grads = tape.gradient(shared_loss, shared + specific)
+        specific_grads = tape.gradient(specific_loss, specific)
+        grads = list(shared_grads)
+        for index, grad in enumerate(specific_grads):
+            slot = len(shared) + index
+            if grad is not None:
+                grads[slot] = grad if grads[slot] is None else grads[slot] + grad
+        _apply_connected(optimizer, grads, shared + specific)
+
+    def call(self, inputs):
+        """Inference of the photo -> cartoon generator (``{"image", "group"}``)."""
+        return self.photo2cartoon(inputs)["image"]

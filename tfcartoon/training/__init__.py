@@ -1,0 +1,1 @@
+"""Stages, checkpoints, callbacks and the run loop."""
