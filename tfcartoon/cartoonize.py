@@ -1,0 +1,295 @@
+"""Turn face photos into cartoons with a trained model.
+
+    python -m tfcartoon.cartoonize INPUT... --model PATH [--group NAME] -o OUT_DIR [--paste-back]
+
+Each INPUT is a photo or a folder searched recursively (hidden files and folders
+excepted; every other file is tried, whatever its extension). Every face above
+``--min-face`` is aligned the way the training crops were (``align_face`` at the
+model's image size), cartoonized, and written as
+``OUT_DIR/<sub-folders>/<stem>_face<k>_cartoon.png`` (k = 0 for the largest face);
+``--paste-back`` also writes the photo with every cartoon pasted back in place,
+``<stem>_cartoonized.jpg``. A folder's sub-folder layout is kept in OUT_DIR; files
+named directly go to OUT_DIR's top. The model is a run directory, a ``.keras``,
+``.tflite`` or ``.onnx`` file (see ``tfcartoon.inference``).
+
+A report (CSV or JSON, by the extension) lists every input with its outcome, in
+the same columns as ``python -m tfcartoon.prepare``; every file that yields no
+cartoon gets a one-line reason on stderr and the batch goes on. Inputs are never
+modified and existing outputs are kept unless ``--overwrite``. Exit status: 0 when
+every file gave at least one cartoon, 1 when any did not, 2 for bad arguments
+(checked, model loaded included, before anything is written).
+"""
+
+import argparse
+import collections
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from tfcartoon.data import faces
+from tfcartoon.data.images import (
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_MIN_SIDE,
+    ImageReadError,
+    read_image,
+    write_image,
+)
+from tfcartoon.inference import ModelLoadError, load_cartoonizer
+from tfcartoon.prepare import (
+    STATUS_NO_FACE,
+    STATUS_OK,
+    STATUS_UNREADABLE,
+    STATUS_WRITE_FAILED,
+    Outcome,
+    list_inputs,
+    output_stems,
+    write_report,
+)
+
+REPORT_NAME = "cartoonize_report.csv"
+CARTOON_SUFFIX = "_cartoon.png"
+PASTED_SUFFIX = "_cartoonized.jpg"
+
+
+def build_parser():
+    """The command-line parser of ``python -m tfcartoon.cartoonize``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tfcartoon.cartoonize",
+        description=(
+            "Detect the faces in photos, align each one like the training crops, turn it into a "
+            "cartoon with a trained model, and write one PNG per face to OUT_DIR, plus a report."
+        ),
+        epilog="Exit status: 0 all files gave a cartoon, 1 some did not (see the report), 2 bad arguments.",
+    )
+    parser.add_argument("inputs", metavar="INPUT", type=Path, nargs="+",
+                        help="photo, or folder of photos searched recursively")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="run directory (with config.yaml), or a .keras, .tflite or .onnx model")
+    parser.add_argument("--group", default=None,
+                        help="group to draw (e.g. elderly); required when the model holds several groups")
+    parser.add_argument("-o", "--out-dir", type=Path, required=True,
+                        help="folder for the cartoons; must not be an input folder or inside one")
+    parser.add_argument("--paste-back", action="store_true",
+                        help=f"also write each photo with its cartoons pasted back (<stem>{PASTED_SUFFIX})")
+    parser.add_argument("--size", type=int, default=None,
+                        help="side of the written cartoons in pixels (default: the model's image size)")
+    parser.add_argument("--min-face", type=int, default=48,
+                        help="ignore faces whose box is smaller than this many pixels (default 48)")
+    parser.add_argument("--min-confidence", type=float, default=0.8,
+                        help="ignore detections scored below this by MTCNN (default 0.8)")
+    parser.add_argument("--largest-only", action="store_true",
+                        help="cartoonize only the largest face of each photo")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="faces passed to the model at once (default 8)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help=f"report file, .csv or .json (default OUT_DIR/{REPORT_NAME})")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in OUT_DIR")
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                        help="refuse images with more megapixels than this, checked before decoding "
+                             f"(decompression-bomb guard; default {DEFAULT_MAX_MEGAPIXELS:g})")
+    parser.add_argument("--min-image-side", type=int, default=DEFAULT_MIN_SIDE,
+                        help=f"refuse images whose width or height is below this (default {DEFAULT_MIN_SIDE})")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar (otherwise shown on stderr when it is a terminal)")
+    return parser
+
+
+def argument_problem(options, report):
+    """The first problem with the parsed arguments as a message, or None when they are usable."""
+    out, report_path = options.out_dir.resolve(), report.resolve()
+    for path in options.inputs:
+        if not path.exists():
+            return f"INPUT {path}: no such file or folder"
+        folder = path.resolve()
+        if path.is_dir() and (out == folder or folder in out.parents):
+            return f"OUT_DIR {options.out_dir} is the input folder {path} or inside it; choose a folder outside it"
+        if path.is_dir() and folder in report_path.parents:
+            return f"--report {report} is inside the input folder {path}; put it elsewhere so inputs stay untouched"
+    if out.exists() and not out.is_dir():
+        return f"OUT_DIR {options.out_dir} exists and is not a folder"
+    if report.suffix.lower() not in (".csv", ".json"):
+        return f"--report {report} must end in .csv or .json"
+    if any(report_path == path.resolve() for path in options.inputs):
+        return f"--report {report} is an input file; put it elsewhere so inputs are never touched"
+    if options.size is not None and options.size < 16:
+        return f"--size must be at least 16, got {options.size}"
+    if options.min_face < 12:
+        return f"--min-face must be at least 12 (MTCNN's smallest window), got {options.min_face}"
+    if options.batch_size < 1:
+        return f"--batch-size must be at least 1, got {options.batch_size}"
+    return None
+
+
+def collect_inputs(paths):
+    """Every input file with its output stem (a relative path without suffix), in order.
+
+    A folder's files keep their sub-folder layout (``prepare.output_stems``), files
+    named directly go to the top. A file named twice is processed once; stems that
+    would still collide (same name in two inputs) get ``_2``, ``_3``, ... appended.
+    """
+    roots = {}
+    for path in paths:
+        if path.is_dir():
+            roots.setdefault(path, []).extend(list_inputs(path))
+        else:
+            roots.setdefault(path.parent, []).append(path)
+    seen, used, stems = set(), set(), {}
+    for root, files in roots.items():
+        unique = [path for path in dict.fromkeys(files) if path.resolve() not in seen]
+        seen.update(path.resolve() for path in unique)
+        for path, stem in output_stems(unique, root).items():
+            candidate, count = stem, 1
+            while candidate in used:
+                count += 1
+                candidate = stem.with_name(f"{stem.name}_{count}")
+            used.add(candidate)
+            stems[path] = candidate
+    return stems
+
+
+def to_model_range(crops):
+    """uint8 crops (N, S, S, 3) -> float32 in [-1, 1]."""
+    return np.asarray(crops, dtype=np.float32) / 127.5 - 1.0
+
+
+def to_pixels(cartoons):
+    """float cartoons in [-1, 1] -> uint8 (N, S, S, 3)."""
+    return np.clip(np.rint((np.asarray(cartoons, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def cartoonize_crops(cartoonizer, crops, batch_size):
+    """Run the model on uint8 crops, ``batch_size`` at a time; returns uint8 cartoons."""
+    crops = np.stack(crops)
+    chunks = [crops[start:start + batch_size] for start in range(0, len(crops), batch_size)]
+    return np.concatenate([to_pixels(cartoonizer(to_model_range(chunk))) for chunk in chunks])
+
+
+def resize_cartoon(cartoon, size):
+    """The cartoon at ``size`` x ``size`` (area filter down, cubic up); unchanged when size is None."""
+    if size is None or size == cartoon.shape[0]:
+        return cartoon
+    interpolation = cv2.INTER_AREA if size < cartoon.shape[0] else cv2.INTER_CUBIC
+    return cv2.resize(cartoon, (size, size), interpolation=interpolation)
+
+
+def output_targets(stem, face_count, options):
+    """The output paths of one input: one cartoon per face, then the pasted photo if asked."""
+    folder = options.out_dir / stem.parent
+    targets = [folder / f"{stem.name}_face{index}{CARTOON_SUFFIX}" for index in range(face_count)]
+    if options.paste_back:
+        targets.append(folder / f"{stem.name}{PASTED_SUFFIX}")
+    return targets
+
+
+def pending_targets(targets, outcome, options, protected):
+    """The targets to write; records kept outputs and refused ones (would overwrite an input) in ``outcome``."""
+    pending = []
+    for target in targets:
+        shown = str(target.relative_to(options.out_dir))
+        if target.resolve() in protected:
+            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"{shown} would overwrite an input file"
+        elif target.exists() and not options.overwrite:
+            outcome.kept.append(shown)
+        else:
+            pending.append(target)
+    return pending
+
+
+def process_file(path, stem, options, detector, cartoonizer, protected):
+    """Read, detect, align, cartoonize and write the outputs of one input; return its ``Outcome``."""
+    outcome = Outcome(input=str(path))
+    try:
+        image = read_image(path, min_side=options.min_image_side, max_megapixels=options.max_megapixels)
+    except ImageReadError as error:
+        outcome.status, outcome.reason = STATUS_UNREADABLE, error.reason
+        return outcome
+    found = detector.detect(image)
+    if options.largest_only:
+        found = found[:1]
+    outcome.faces = len(found)
+    if not found:
+        outcome.status = STATUS_NO_FACE
+        height, width = image.shape[:2]
+        outcome.reason = f"no face of at least {options.min_face} px found in {width}x{height} px"
+        return outcome
+    targets = output_targets(stem, len(found), options)
+    pending = pending_targets(targets, outcome, options, protected)
+    if not pending:
+        return outcome
+    aligned = [faces.align_face(image, face, size=cartoonizer.image_size) for face in found]
+    cartoons = cartoonize_crops(cartoonizer, [crop.image for crop in aligned], options.batch_size)
+    images = {target: resize_cartoon(cartoon, options.size)
+              for target, cartoon in zip(targets[:len(found)], cartoons)}
+    if options.paste_back and targets[-1] in pending:
+        images[targets[-1]] = paste_all(image, aligned, cartoons)
+    for target in pending:
+        shown = str(target.relative_to(options.out_dir))
+        try:
+            write_image(target, images[target], overwrite=options.overwrite)
+        except OSError as error:
+            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"cannot write {shown}: {error}"
+            continue
+        outcome.written.append(shown)
+    return outcome
+
+
+def paste_all(image, aligned, cartoons):
+    """The photo with every face's cartoon pasted back through its alignment affine."""
+    composite = image
+    for crop, cartoon in zip(aligned, cartoons):
+        composite = faces.paste_back(composite, cartoon, crop.affine)
+    return composite
+
+
+def run(options, cartoonizer, inputs):
+    """Cartoonize every input (a dict path -> output stem); return the list of ``Outcome``."""
+    detector = faces.FaceDetector(min_face=options.min_face, min_confidence=options.min_confidence)
+    protected = {path.resolve() for path in inputs}
+    outcomes = []
+    hide = True if options.no_progress else None  # None: shown only when stderr is a terminal
+    with tqdm(list(inputs), desc="cartoonize", unit="file", file=sys.stderr, disable=hide) as bar:
+        for path in bar:
+            outcome = process_file(path, inputs[path], options, detector, cartoonizer, protected)
+            if outcome.status != STATUS_OK:
+                bar.write(f"{path}: {outcome.status}: {outcome.reason}", file=sys.stderr)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def summary_line(outcomes, seconds):
+    """One line totalling the run: files, images written and kept, failures by kind."""
+    failures = collections.Counter(o.status for o in outcomes if o.status != STATUS_OK)
+    failed = sum(failures.values())
+    detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failures.items()))})" if failed else ""
+    written = sum(len(o.written) for o in outcomes)
+    kept = sum(len(o.kept) for o in outcomes)
+    return (f"cartoonize {'FAILED' if failed else 'OK'}: {len(outcomes)} files, {len(outcomes) - failed} ok, "
+            f"{failed} failed{detail}; {written} images written, {kept} kept; {seconds:.1f} s")
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (bad arguments exit with 2)."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    report = options.report or options.out_dir / REPORT_NAME
+    problem = argument_problem(options, report)
+    if problem is not None:
+        parser.error(problem)
+    try:
+        cartoonizer = load_cartoonizer(options.model, options.group)
+    except ModelLoadError as error:
+        parser.error(str(error))
+    start = time.perf_counter()
+    outcomes = run(options, cartoonizer, collect_inputs(options.inputs))
+    write_report(report, outcomes)
+    line = summary_line(outcomes, time.perf_counter() - start)
+    print(f"{line}; report: {report}", file=sys.stderr)
+    return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
