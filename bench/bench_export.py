@@ -1,0 +1,353 @@
+"""Latency, size and fidelity of the exported generator on this machine's CPU.
+
+    python bench/bench_export.py                 # measure and update BENCHMARKS.md
+    python bench/bench_export.py --runs 30 --no-write
+
+Times one group path (batch 1, default 256x256) of an untrained generator built with
+a fixed seed (weights do not change the speed) in Keras and in every exported form,
+interleaving the runtimes run by run so that load from other processes hits them
+alike. Fidelity is measured against the Keras float32 output on real p2c photos
+(``export.common.parity_images``). Writes the "Export and inference" section of
+BENCHMARKS.md between its markers, leaving the rest of the file alone.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from onnxruntime import quantization  # noqa: E402
+
+from export import common, to_onnx, to_tflite  # noqa: E402
+from tfcartoon import build_generator  # noqa: E402
+
+GROUPS = ["young_women", "young_men", "kids", "elderly"]
+SPEC_GFLOP = 37.3  # 18.65 GMAC per 256x256 image at ngf=32 (SPEC.md)
+BEGIN, END = "<!-- export-bench:begin -->", "<!-- export-bench:end -->"
+HEADING = "## Export and inference"
+ORT_LEVELS = {"all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+
+
+class Candidate:
+    """One way of running the group path: a name, its file (if any) and a batch-1 runner."""
+
+    def __init__(self, runtime, precision, run, path=None, gate=None):
+        self.runtime, self.precision, self.run, self.gate = runtime, precision, run, gate
+        self.exported = path is not None
+        self.size = Path(path).stat().st_size if self.exported else None
+        self.times = []
+        self.figures = None
+
+
+# === Runners ===
+
+def keras_runner(model):
+    """A batch-1 tf.function runner of a Keras model."""
+    function = tf.function(lambda x: model(x))
+    return lambda image: function(tf.constant(image)).numpy().astype(np.float32)
+
+
+def tflite_runner(path, threads, latest_features=False):
+    """A batch-1 runner of an exported TFLite file (XNNPACK, ``threads`` threads)."""
+    interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                              experimental_default_delegate_latest_features=latest_features)
+    runner = interpreter.get_signature_runner(common.SIGNATURE)
+    return lambda image: runner(**{common.PHOTO: image})[common.CARTOON]
+
+
+def onnx_runner(path, threads, level="all"):
+    """A batch-1 ONNX Runtime runner at graph optimisation ``level``."""
+    session = to_onnx.session(Path(path).read_bytes(), threads, ORT_LEVELS[level])
+    return lambda image: session.run([common.CARTOON], {common.PHOTO: image})[0]
+
+
+class PhotoReader(quantization.CalibrationDataReader):
+    """Feeds the parity photos to ONNX Runtime's static quantization calibration."""
+
+    def __init__(self, images):
+        self.batches = iter([{common.PHOTO: image[None]} for image in images])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+# === Building the candidates ===
+
+def write(path, data):
+    """Write bytes to ``path`` and return it."""
+    Path(path).write_bytes(data)
+    return path
+
+
+def keras_candidates(generator, group):
+    """Keras float32 and mixed bfloat16 (oneDNN) runs of the group path."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        bf16 = type(generator).from_config(generator.get_config())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    bf16.set_weights(generator.get_weights())
+    return [Candidate("Keras (tf.function)", "fp32", keras_runner(generator.group_model(group))),
+            Candidate("Keras (tf.function)", "mixed bf16", keras_runner(bf16.group_model(group)))]
+
+
+def tflite_candidates(generator, group, workdir, threads):
+    """TFLite fp32/fp16/int8 files of the group path, and multi-group file sizes."""
+    function = common.serving_function(generator, group)
+    candidates, sizes = [], {}
+    for precision in ("fp32", "fp16", "int8"):
+        log(f"converting TFLite {precision}")
+        path = write(workdir / f"{group}_{precision}.tflite",
+                     to_tflite.convert(function, precision))
+        sizes[f"single {precision}"] = path.stat().st_size
+        gate = common.GATES[precision]
+        candidates.append(Candidate("TFLite (XNNPACK)", precision, tflite_runner(path, threads),
+                                    path, gate))
+        if precision == "fp32":
+            candidates.append(Candidate("TFLite (XNNPACK latest features)", precision,
+                                        tflite_runner(path, threads, True), path, gate))
+    for precision in ("fp32", "fp16"):
+        log(f"converting the multi-group TFLite file, {precision}")
+        data = to_tflite.convert(common.serving_function(generator), precision)
+        sizes[f"multigroup {precision}"] = len(data)
+    return candidates, sizes
+
+
+def onnx_candidates(generator, group, images, workdir, threads):
+    """ONNX files of the group path at several ORT optimisation levels, and int8 versions."""
+    function = common.serving_function(generator, group, batch=None)
+    log("converting ONNX (tf2onnx, with and without its transpose optimiser)")
+    full = write(workdir / f"{group}.onnx", to_onnx.convert(function, 17))
+    quick = write(workdir / f"{group}_quick.onnx", to_onnx.convert(function, 17, quick=True))
+    gate = common.GATES["fp32"]
+    candidates = [Candidate(f"ONNX Runtime {level}", "fp32", onnx_runner(full, threads, level),
+                            full, gate) for level in ORT_LEVELS]
+    candidates.append(Candidate("ONNX Runtime all (no tf2onnx transpose optimiser)", "fp32",
+                                onnx_runner(quick, threads), quick, gate))
+    log("quantizing ONNX convs to int8 (static QDQ calibrated on the photos, and dynamic)")
+    prepared = workdir / f"{group}_prepared.onnx"
+    quantization.shape_inference.quant_pre_process(str(full), str(prepared),
+                                                   skip_symbolic_shape=True)
+    static = workdir / f"{group}_int8_static.onnx"
+    quantization.quantize_static(str(prepared), str(static), PhotoReader(images),
+                                 quant_format=quantization.QuantFormat.QDQ,
+                                 op_types_to_quantize=["Conv"], per_channel=True,
+                                 activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    dynamic = workdir / f"{group}_int8_dynamic.onnx"
+    quantization.quantize_dynamic(str(prepared), str(dynamic), op_types_to_quantize=["Conv"],
+                                  weight_type=quantization.QuantType.QUInt8)
+    for path, precision in ((static, "int8 static QDQ convs"), (dynamic, "int8 dynamic convs")):
+        candidates.append(Candidate("ONNX Runtime all", precision, onnx_runner(path, threads),
+                                    path, common.GATES["int8"]))
+    return candidates
+
+
+# === Measuring ===
+
+def cpu_ticks():
+    """(busy ticks of the whole machine, ticks of this process) from /proc."""
+    with open("/proc/stat", encoding="utf-8") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    with open("/proc/self/stat", encoding="utf-8") as handle:
+        own = handle.read().rsplit(")", 1)[1].split()
+    return sum(fields[:8]) - idle, int(own[11]) + int(own[12])  # utime + stime
+
+
+def measure(candidates, images, reference, runs, warmup):
+    """Fill in fidelity figures and run times (interleaved); returns the CPU share (in cores)
+    other processes used while the runs were timed."""
+    for candidate in candidates:
+        outputs = np.concatenate([candidate.run(image[None]) for image in images])
+        candidate.figures = common.parity_figures(reference, outputs)
+        log(f"{candidate.runtime} {candidate.precision}: {candidate.figures}")
+        for _ in range(warmup):
+            candidate.run(images[:1])
+    busy, own = cpu_ticks()
+    start_time = time.perf_counter()
+    for index in range(runs):
+        for candidate in candidates:
+            start = time.perf_counter()
+            candidate.run(images[:1])
+            candidate.times.append(time.perf_counter() - start)
+        log(f"run {index + 1}/{runs}")
+    busy_after, own_after = cpu_ticks()
+    ticks = os.sysconf("SC_CLK_TCK") * (time.perf_counter() - start_time)
+    return max(0.0, (busy_after - busy) - (own_after - own)) / ticks
+
+
+def conv_gflop(model):
+    """FLOPs (2 x MACs) of the Conv2D layers of a (nested) functional model, in G."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += conv_gflop(layer) * 1e9
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, height, width, _ = layer.output.shape
+            total += 2 * height * width * int(np.prod(layer.kernel.shape))
+    return total / 1e9
+
+
+def machine():
+    """CPU model, core count and the SIMD flags that matter here."""
+    model, flags = platform.processor() or "unknown", set()
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"]
+    return model, os.cpu_count(), [flag for flag in wanted if flag in flags]
+
+
+# === Report ===
+
+def report(candidates, sizes, args, work_gflop, counted_gflop, image_source, others):
+    """The markdown of the benchmark section."""
+    model, cores, flags = machine()
+    lines = [
+        HEADING, "", BEGIN,
+        f"Measured {datetime.date.today().isoformat()} with `python bench/bench_export.py` on "
+        f"{model}, {cores} cores ({', '.join(flags)}). Other processes used {others:.2f} "
+        f"cores on average while the runs were timed"
+        + (" (a quiet machine reads below 0.05)." if others < 0.05 else
+           ": the medians are inflated, the minimum is the better estimate of an idle "
+           "machine; rerun when it is idle."),
+        f"Group path of an untrained generator (seed 0, ngf {args.ngf}, {args.image_size}x"
+        f"{args.image_size}), batch 1, {args.threads} threads; median of {args.runs} runs after "
+        f"{args.warmup} warm-up runs, runtimes interleaved. Fidelity against the Keras float32 "
+        f"output on {image_source}. GFLOP/s counts {work_gflop:.1f} GFLOP per image "
+        f"(the Conv2D layers alone are {counted_gflop:.1f} GFLOP).",
+        f"Versions: TensorFlow {tf.__version__}, Keras {keras.__version__}, ONNX Runtime "
+        f"{onnxruntime.__version__}, ai-edge-litert (XNNPACK).",
+        "",
+        "| runtime | precision | file MB | median ms | min ms | p10-p90 ms | GFLOP/s (median) | "
+        "PSNR dB | max abs err | export gate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in candidates:
+        times = np.array(c.times) * 1e3
+        median = float(np.median(times))
+        size = "" if c.size is None else f"{c.size / 1e6:.2f}"
+        psnr = "identical" if c.figures["psnr_db"] is None else f"{c.figures['psnr_db']:.1f}"
+        gate = "n/a" if c.gate is None else ("pass" if not c.gate.failures(c.figures) else
+                                             "fail: " + "; ".join(c.gate.failures(c.figures)))
+        lines.append(
+            f"| {c.runtime} | {c.precision} | {size} | {median:.0f} | {times.min():.0f} | "
+            f"{np.percentile(times, 10):.0f}-{np.percentile(times, 90):.0f} | "
+            f"{work_gflop / median * 1e3:.0f} | {psnr} | {c.figures['max_abs_err']:.2g} | "
+            f"{gate} |")
+    lines += ["", *targets(candidates), "",
+              "Multi-group TFLite file (all four groups, one trunk, `group` input) against one "
+              "group path: " + ", ".join(
+                  f"{precision} {sizes[f'multigroup {precision}'] / 1e6:.2f} MB = "
+                  f"{sizes[f'multigroup {precision}'] / sizes[f'single {precision}']:.3f}x"
+                  for precision in ("fp32", "fp16")) + ".", END, ""]
+    return "\n".join(lines)
+
+
+def targets(candidates):
+    """Lines comparing the results with the project's latency targets (on the medians)."""
+    def timing(c):
+        times = np.array(c.times) * 1e3
+        return float(np.median(times)), float(times.min())
+
+    onnx_fp32 = [c for c in candidates if c.runtime.startswith("ONNX") and c.precision == "fp32"]
+    good = [c for c in candidates if c.exported and c.figures["psnr_db"] is not None
+            and c.figures["psnr_db"] >= 30.0]
+    lines = []
+    for label, pool, limit in (("fp32 export in ONNX Runtime", onnx_fp32, 215.0),
+                               ("best export at PSNR >= 30 dB", good, 145.0)):
+        best = min(pool, key=lambda c: timing(c)[0])
+        median, fastest = timing(best)
+        lines.append(f"- Target {label} <= {limit:.0f} ms: median {median:.0f} ms (min "
+                     f"{fastest:.0f} ms), {best.runtime} {best.precision}: "
+                     f"{'met' if median <= limit else 'missed'}.")
+    return lines
+
+
+def update_benchmarks(path, section):
+    """Replace the section between the markers in ``path`` (or append it)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        start = text.rindex(HEADING, 0, text.index(BEGIN)) if HEADING in text else text.index(
+            BEGIN)
+        text = text[:start] + section + text[text.index(END) + len(END):].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    common.write_atomic(path, text.encode(), overwrite=True)
+
+
+def log(message):
+    """Progress on stderr."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark Keras, TFLite and ONNX Runtime on one group path of the "
+                    "generator and update the 'Export and inference' section of BENCHMARKS.md.")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per runtime (>= 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per runtime (default 2)")
+    parser.add_argument("--ngf", type=int, default=32, help="generator width (default 32)")
+    parser.add_argument("--image-size", type=int, default=256, help="image size (default 256)")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
+                        help="markdown file to update (default: BENCHMARKS.md)")
+    parser.add_argument("--no-write", action="store_true", help="print the section only")
+    args = parser.parse_args(argv)
+    if args.runs < 20:
+        parser.error(f"--runs must be at least 20, got {args.runs}")
+    return args
+
+
+def main(argv=None):
+    """Run the benchmark; print the section and write it unless --no-write."""
+    args = parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras.utils.set_random_seed(0)
+    generator = build_generator(GROUPS, ngf=args.ngf, image_size=args.image_size)
+    group = GROUPS[0]
+    photos, image_source = common.parity_images(args.image_size)
+    images = common.photos_to_float(photos)
+    reference = generator.group_model(group).predict(images, verbose=0)
+    with tempfile.TemporaryDirectory(prefix="tfcartoon_bench_") as workdir:
+        tflite, sizes = tflite_candidates(generator, group, Path(workdir), args.threads)
+        candidates = [*keras_candidates(generator, group), *tflite,
+                      *onnx_candidates(generator, group, images, Path(workdir), args.threads)]
+        others = measure(candidates, images, reference, args.runs, args.warmup)
+    counted = conv_gflop(generator.group_model(group))
+    default = (args.ngf, args.image_size) == (32, 256)
+    section = report(candidates, sizes, args, SPEC_GFLOP if default else counted, counted,
+                     image_source, others)
+    print(section)
+    if not args.no_write:
+        update_benchmarks(args.output, section)
+        log(f"updated {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Shared logic of the exporters: loading, float32 rebuild, frozen graphs, parity gates,
+model cards and atomic writes.
+
+Every exporter follows the same steps: load a generator (``load_generator``), make
+sure it computes in float32 (``as_float32``), trace the group path with its weights
+baked in as constants (``frozen_call``), convert, run the converted model on a few
+real face photos (``parity_images``) next to the Keras model, and write the file and
+its JSON model card only when the parity gate passes (``write_artifact``).
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import tfcartoon
+from export.multigroup import multigroup_core
+from tfcartoon.models.generator import CartoonGenerator
+from tfcartoon.paths import shared_path
+
+PRECISIONS = ("fp32", "fp16", "int8", "full_int8")
+PARITY_IMAGES = 8
+SIGNATURE = "cartoonize"
+PHOTO = "photo"
+GROUP = "group"
+CARTOON = "cartoon"
+ONE_LEVEL = 2.0 / 255.0  # one 8-bit output level on the [-1, 1] scale
+
+
+class ParityError(RuntimeError):
+    """The converted model disagrees with the Keras model beyond its gate; nothing was written."""
+
+
+class UnsupportedOpsError(RuntimeError):
+    """The converted model needs ops outside the runtime's builtin set; nothing was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """Thresholds a converted model must meet against the Keras float32 model.
+
+    Errors are on the [-1, 1] output scale; PSNR uses the peak-to-peak range 2.
+    ``None`` means the figure is not checked.
+    """
+
+    max_abs_err: float | None = None
+    mean_abs_err: float | None = None
+    min_psnr_db: float | None = None
+
+    def failures(self, figures):
+        """Human-readable reasons why ``figures`` (from ``parity_figures``) fail this gate."""
+        reasons = []
+        if self.max_abs_err is not None and figures["max_abs_err"] > self.max_abs_err:
+            reasons.append(f"max abs error {figures['max_abs_err']:.3g} > {self.max_abs_err:.3g}")
+        if self.mean_abs_err is not None and figures["mean_abs_err"] > self.mean_abs_err:
+            reasons.append(
+                f"mean abs error {figures['mean_abs_err']:.3g} > {self.mean_abs_err:.3g}")
+        psnr = figures["psnr_db"]
+        if self.min_psnr_db is not None and psnr is not None and psnr < self.min_psnr_db:
+            reasons.append(f"PSNR {psnr:.2f} dB < {self.min_psnr_db:g} dB")
+        return reasons
+
+    def as_dict(self):
+        """The thresholds that are checked, for model cards."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+# fp32: TFLite's float32 MEAN kernels accumulate the normalisation statistics
+# sequentially over up to 2M elements; on the 256 generator that puts the fp32 TFLite
+# export 5e-4 from Keras (XNNPACK; 2e-3 with the reference kernels) and ONNX Runtime
+# 3e-4, while Keras itself is 2e-5 from a float64 run. A 1e-4 bound on the largest
+# error cannot be met; the gate is a quarter of one 8-bit output level at any pixel
+# and 1e-4 on average.
+GATES = {
+    "fp32": Gate(max_abs_err=2e-3, mean_abs_err=1e-4),
+    "fp16": Gate(min_psnr_db=40.0),
+    "int8": Gate(min_psnr_db=30.0),
+    "full_int8": Gate(min_psnr_db=30.0),
+}
+# The app variant rounds to uint8: a float32 export may land one level off at a
+# rounding boundary, never more.
+APP_GATES = {**GATES, "fp32": Gate(max_abs_err=ONE_LEVEL * 1.001)}
+
+
+def gate_for(precision, app=False):
+    """The parity gate of ``precision`` (one of PRECISIONS), for the app variant if ``app``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: expected one of {PRECISIONS}")
+    return (APP_GATES if app else GATES)[precision]
+
+
+# === Loading ===
+
+def load_checkpoint(path):
+    """Load a photo2cartoon generator; returns ``(generator, checkpoint file)``.
+
+    ``path`` is a ``.keras`` file or a training run directory, read with
+    ``tfcartoon.load(path).photo2cartoon`` (its latest checkpoint).
+    """
+    path = Path(path)
+    if path.is_dir():
+        loader = getattr(tfcartoon, "load", None)
+        if loader is None:
+            raise RuntimeError(
+                f"{path} is a directory, read as a training run with tfcartoon.load(), "
+                "which this tfcartoon does not provide; pass a .keras file instead")
+        run = loader(path)
+        generator, checkpoint = run.photo2cartoon, Path(getattr(run, "checkpoint", path))
+    elif path.is_file() and path.suffix == ".keras":
+        generator, checkpoint = keras.models.load_model(path, compile=False), path
+    elif path.exists():
+        raise ValueError(f"{path}: expected a .keras file or a training run directory")
+    else:
+        raise FileNotFoundError(f"{path}: no such file or directory (expected a .keras "
+                                "file or a training run directory)")
+    if not isinstance(generator, CartoonGenerator):
+        raise TypeError(f"{path}: expected a tfcartoon CartoonGenerator, got "
+                        f"{type(generator).__name__}")
+    return generator, checkpoint
+
+
+def load_generator(path):
+    """Load a photo2cartoon ``CartoonGenerator`` from a ``.keras`` file or a training run."""
+    return load_checkpoint(path)[0]
+
+
+def compute_dtypes(generator):
+    """The set of compute dtypes used by the generator's layers."""
+    models = [*generator.heads, *generator.tails, generator.encoder, generator.decoder]
+    layers = [generator, *generator.cams, *models]
+    layers += [layer for model in models for layer in model.layers]
+    return {layer.dtype_policy.compute_dtype for layer in layers}
+
+
+def as_float32(generator):
+    """``generator`` if it computes in float32, else a float32 rebuild with its weights.
+
+    A generator trained under mixed precision computes in float16; exports are built
+    in float32 and converted to lower precision by the converter, if asked.
+    """
+    if compute_dtypes(generator) == {"float32"}:
+        return generator
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        rebuilt = type(generator).from_config(generator.get_config())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    rebuilt.set_weights(generator.get_weights())
+    return rebuilt
+
+
+def source_sha256(path):
+    """sha256 of a checkpoint file, or of a directory's files (relative names + bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_groups(generator, group):
+    """The list of groups named by ``group`` ('all' or one name) for this generator."""
+    if group == "all":
+        return list(generator.groups)
+    generator.group_index(group)  # raises ValueError listing the known groups
+    return [group]
+
+
+# === Frozen graphs ===
+
+def frozen_call(layer):
+    """A function calling ``layer`` with its current weights baked in as constants.
+
+    Traced inside a ``tf.function``, the weights become graph constants: converters
+    see no variables, and the converted file holds each weight once.
+    """
+    trainable = [keras.ops.convert_to_numpy(v) for v in layer.trainable_variables]
+    non_trainable = [keras.ops.convert_to_numpy(v) for v in layer.non_trainable_variables]
+
+    def call(*args):
+        outputs, _ = layer.stateless_call([tf.constant(w) for w in trainable],
+                                          [tf.constant(w) for w in non_trainable], *args)
+        return outputs
+
+    return call
+
+
+def app_io(core):
+    """Wrap ``core`` (float [-1, 1] -> [-1, 1]) as uint8 RGB in -> uint8 RGB out."""
+
+    def serve(photo, *extra):
+        image = tf.cast(photo, tf.float32) / 127.5 - 1.0
+        cartoon = core(image, *extra)
+        levels = tf.clip_by_value(tf.round((cartoon + 1.0) * 127.5), 0.0, 255.0)
+        return tf.cast(levels, tf.uint8)
+
+    return serve
+
+
+def serving_function(generator, group=None, app=False, batch=1):
+    """A ``tf.function`` for the export signature: ``photo`` (+ ``group``) -> {``cartoon``}.
+
+    ``group`` names one group path; ``None`` builds the multi-group graph with a
+    ``group`` index input (1,) int32. ``app`` makes input and output uint8 RGB.
+    ``batch`` is the batch size of the signature (None: any).
+    """
+    size = generator.image_size
+    photo = tf.TensorSpec((batch, size, size, 3), tf.uint8 if app else tf.float32, name=PHOTO)
+    if group is None:
+        core = multigroup_core(generator, frozen_call)
+    else:
+        path = frozen_call(generator.group_model(group))
+
+        def core(image):
+            return path(image)
+
+    if app:
+        core = app_io(core)
+    if group is None:
+        index = tf.TensorSpec((1,), tf.int32, name=GROUP)
+
+        def serve(photo, group):
+            return {CARTOON: core(photo, group)}
+
+        return tf.function(serve, input_signature=[photo, index])
+
+    def serve(photo):
+        return {CARTOON: core(photo)}
+
+    return tf.function(serve, input_signature=[photo])
+
+
+def to_levels(images):
+    """Float images in [-1, 1] -> uint8 levels, rounded the way the app variant does."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
+        np.uint8)
+
+
+def from_levels(levels):
+    """uint8 levels -> float32 on the [-1, 1] scale."""
+    return np.asarray(levels, np.float32) / 127.5 - 1.0
+
+
+# === Parity ===
+
+def parity_images(image_size, count=PARITY_IMAGES):
+    """``count`` uint8 RGB images (N, S, S, 3) to check exports on, and where they come from.
+
+    Real face photos from ``shared/data/p2c/train/photos`` (first ``count`` by name)
+    when that folder exists, else deterministic synthetic images.
+    """
+    folder = shared_path("data", "p2c", "train", "photos")
+    files = sorted(folder.glob("*.jpg"))[:count] if folder is not None else []
+    if len(files) == count:
+        images = []
+        for file in files:
+            with Image.open(file) as image:
+                images.append(np.asarray(
+                    image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)))
+        return np.stack(images), f"data/p2c/train/photos ({count} photos: {files[0].name}..)"
+    return synthetic_images(image_size, count), f"synthetic (seed 0, {count} images)"
+
+
+def synthetic_images(image_size, count, seed=0):
+    """Smooth random colour fields with a bright ellipse: deterministic stand-in photos."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-1.0, 1.0, image_size)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    images = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((image_size, image_size),
+                                                          Image.BICUBIC), np.float32)
+        cy, cx, ry, rx = rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), *rng.uniform(0.3, 0.6, 2)
+        face = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1.0
+        field[face] = 0.5 * field[face] + 0.5 * np.array([230.0, 190.0, 160.0])
+        images.append(np.clip(field, 0, 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def photos_to_float(photos):
+    """uint8 photos -> float32 images in [-1, 1] (the generator's input)."""
+    return np.asarray(photos, np.float32) / 127.5 - 1.0
+
+
+def keras_reference(generator, group, photos, app=False):
+    """The Keras group path's output on ``photos`` (uint8): float in [-1, 1], or levels if ``app``."""
+    outputs = generator.group_model(group).predict(photos_to_float(photos), verbose=0)
+    return to_levels(outputs) if app else outputs
+
+
+def parity_figures(reference, output):
+    """max/mean abs error and PSNR (dB, peak-to-peak 2) of ``output`` against ``reference``.
+
+    uint8 arrays are compared as levels mapped to [-1, 1]. PSNR is None for identical outputs.
+    """
+    reference, output = (from_levels(a) if np.asarray(a).dtype == np.uint8 else
+                         np.asarray(a, np.float32) for a in (reference, output))
+    if reference.shape != output.shape:
+        raise ValueError(f"parity: output shape {output.shape} differs from the Keras "
+                         f"output {reference.shape}")
+    error = np.abs(output.astype(np.float64) - reference)
+    if not np.all(np.isfinite(error)):
+        return {"max_abs_err": math.inf, "mean_abs_err": math.inf, "psnr_db": -math.inf}
+    mse = float(np.mean(error ** 2))
+    return {
+        "max_abs_err": float(error.max()),
+        "mean_abs_err": float(error.mean()),
+        "psnr_db": None if mse == 0 else 10.0 * math.log10(4.0 / mse),
+    }
+
+
+def enforce_gate(name, gate, figures):
+    """Raise ParityError naming ``name`` when ``figures`` fail ``gate``."""
+    reasons = gate.failures(figures)
+    if reasons:
+        raise ParityError(f"{name}: refused, the export disagrees with the Keras model: "
+                          + "; ".join(reasons) + " (nothing was written)")
+
+
+# === Model cards and writing ===
+
+def output_paths(out_dir, filename):
+    """(model path, model card path) for ``filename`` in ``out_dir``."""
+    path = Path(out_dir) / filename
+    return path, path.with_name(path.name + ".json")
+
+
+def refuse_existing(paths, overwrite):
+    """Raise FileExistsError if any of ``paths`` exists and ``overwrite`` is false."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite "
+                              "to replace")
+
+
+def tensor_contract(name, shape, dtype, value_range):
+    """One entry of a model card's input/output contract."""
+    return {"name": name, "shape": list(shape), "dtype": dtype, "range": list(value_range)}
+
+
+def image_contract(name, image_size, app):
+    """Contract of an RGB image tensor: uint8 [0, 255] (app) or float32 [-1, 1]."""
+    shape = (1, image_size, image_size, 3)
+    return tensor_contract(name, shape, "uint8", (0, 255)) if app else tensor_contract(
+        name, shape, "float32", (-1.0, 1.0))
+
+
+def model_card(*, file_format, path, generator, groups, precision, app, inputs, outputs,
+               signature, parity, gate, image_source, params, source, ops, runtime):
+    """The JSON-serialisable model card written next to an exported file."""
+    return {
+        "format": file_format,
+        "file": Path(path).name,
+        "groups": list(groups),
+        "precision": precision,
+        "variant": "app" if app else "float",
+        "signature": signature,
+        "inputs": inputs,
+        "outputs": outputs,
+        "parity": {
+            **{key: _json_number(value) for key, value in parity.items()},
+            "gate": gate.as_dict(),
+            "reference": "Keras float32 group model",
+            "images": image_source,
+            "runtime": runtime,
+        },
+        "params": int(params),
+        "image_size": generator.image_size,
+        "ngf": generator.ngf,
+        "source": {"path": str(Path(source).resolve()), "sha256": source_sha256(source)},
+        "ops": sorted(ops),
+        "tfcartoon_version": tfcartoon.__version__,
+        "versions": versions(),
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+    }
+
+
+def _json_number(value):
+    """Floats as JSON can hold them (non-finite values as strings)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def versions():
+    """Versions of the libraries an export depends on."""
+    found = {"python": platform.python_version(), "tensorflow": tf.__version__,
+             "keras": keras.__version__}
+    for module in ("ai_edge_litert", "tf2onnx", "onnx", "onnxruntime"):
+        if module in sys.modules:
+            found[module] = getattr(sys.modules[module], "__version__", "unknown")
+    return found
+
+
+def write_atomic(path, data, overwrite=False):
+    """Write ``data`` (bytes) to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+    return path
+
+
+def write_artifact(path, card_path, data, card, overwrite=False):
+    """Write an exported model and its model card (with the file size filled in)."""
+    refuse_existing([path, card_path], overwrite)
+    card = {**card, "file_size_bytes": len(data)}
+    write_atomic(path, data, overwrite)
+    write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode(), overwrite)
+    return card

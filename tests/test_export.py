@@ -1,0 +1,298 @@
+"""TFLite and ONNX export: parity gates, builtin ops, model cards, app and multi-group files.
+
+Tiny generators (ngf=8, 64x64, one-level hourglasses) keep conversions short; the
+multi-group size test uses full width and depth, and one test exports the real
+256x256 group path. Parity runs on real p2c photos when ../shared is present and on
+synthetic images otherwise.
+"""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+import tfcartoon
+from export import common, to_onnx, to_tflite
+from tests.helpers import GROUPS
+from tfcartoon import build_generator
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_GROUPS = ["young_women", "young_men"]
+
+
+def build_and_save(path, groups, ngf, image_size, hourglass_depth=4):
+    """Build a seeded generator, save it as ``path`` (.keras) and return it."""
+    keras.utils.set_random_seed(0)
+    generator = build_generator(groups, ngf=ngf, image_size=image_size,
+                                hourglass_depth=hourglass_depth)
+    generator.save(path)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.keras"
+    build_and_save(path, TINY_GROUPS, ngf=8, image_size=64, hourglass_depth=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return common.load_generator(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def parity(tiny):
+    photos, source = common.parity_images(tiny.image_size, count=4)
+    return photos, source
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tiny, tiny_checkpoint, parity, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp32")
+    path, card = to_tflite.export_tflite(tiny, tiny_checkpoint, out, precision="fp32",
+                                         group="young_women", parity=parity)
+    return path, card
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny, tiny_checkpoint, parity, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return to_onnx.export_onnx(tiny, tiny_checkpoint, out, "young_women", parity=parity)
+
+
+def assert_builtin(ops):
+    assert ops and not [op for op in ops if op.startswith("CUSTOM:")], ops
+
+
+# === TFLite ===
+
+def test_fp32_tflite_passes_gate_with_builtin_ops(fp32_export):
+    path, card = fp32_export
+    data = path.read_bytes()
+    ops = to_tflite.tflite_ops(data)
+    assert_builtin(ops)
+    assert "MIRROR_PAD" in ops  # reflection padding stays a builtin op
+    assert not common.GATES["fp32"].failures(card["parity"])
+    assert card["parity"]["max_abs_err"] < 2e-3
+    signature = Interpreter(model_content=data).get_signature_list()
+    assert signature == {"cartoonize": {"inputs": ["photo"], "outputs": ["cartoon"]}}
+
+
+def test_model_card_fields(fp32_export, tiny, tiny_checkpoint):
+    path, card = fp32_export
+    on_disk = json.loads(path.with_name(path.name + ".json").read_text())
+    assert on_disk == json.loads(json.dumps(card))
+    assert card["file"] == path.name == "young_women_fp32.tflite"
+    assert card["groups"] == ["young_women"] and card["precision"] == "fp32"
+    assert card["inputs"] == [{"name": "photo", "shape": [1, 64, 64, 3], "dtype": "float32",
+                               "range": [-1.0, 1.0]}]
+    assert card["outputs"][0]["name"] == "cartoon"
+    assert set(card["parity"]) >= {"max_abs_err", "mean_abs_err", "psnr_db", "gate", "images"}
+    assert card["file_size_bytes"] == path.stat().st_size
+    assert card["params"] == tiny.group_model("young_women").count_params()
+    assert card["source"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert card["tfcartoon_version"] == tfcartoon.__version__
+    assert card["ops"] == sorted(to_tflite.tflite_ops(path.read_bytes()))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_lower_precision_tflite_passes_gate(precision, tiny, tiny_checkpoint, parity, fp32_export,
+                                            tmp_path):
+    path, card = to_tflite.export_tflite(tiny, tiny_checkpoint, tmp_path, precision=precision,
+                                         group="young_women", parity=parity)
+    assert path.name == f"young_women_{precision}.tflite"
+    assert_builtin(card["ops"])
+    assert card["parity"]["psnr_db"] >= common.GATES[precision].min_psnr_db
+    assert path.stat().st_size < 0.7 * fp32_export[0].stat().st_size
+
+
+def test_gate_refuses_a_wrong_model_and_writes_nothing(monkeypatch, tiny, tiny_checkpoint,
+                                                       parity, fp32_export, tmp_path):
+    # The young_women file offered as the young_men export: converts fine, disagrees.
+    wrong = fp32_export[0].read_bytes()
+    monkeypatch.setattr(to_tflite, "convert", lambda *args, **kwargs: wrong)
+    with pytest.raises(common.ParityError, match=r"young_men_fp32.tflite \[young_men\]"):
+        to_tflite.export_tflite(tiny, tiny_checkpoint, tmp_path, group="young_men",
+                                parity=parity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_refuses_non_builtin_ops():
+    @tf.function(input_signature=[tf.TensorSpec((4,), tf.float32)])
+    def cumprod(x):  # no builtin kernel: converted as a Flex (TF Select) op
+        return tf.math.cumprod(x)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [cumprod.get_concrete_function()], cumprod)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    with pytest.raises(common.UnsupportedOpsError, match="FlexCumprod"):
+        to_tflite.check_builtin_ops(converter.convert(), "cumprod.tflite")
+
+
+def test_existing_outputs_are_not_overwritten(monkeypatch, tiny, tiny_checkpoint, parity,
+                                              fp32_export):
+    path, _ = fp32_export
+    before = path.read_bytes()
+
+    def must_not_convert(*args, **kwargs):
+        raise AssertionError("converted although the output exists")
+
+    monkeypatch.setattr(to_tflite, "convert", must_not_convert)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        to_tflite.export_tflite(tiny, tiny_checkpoint, path.parent, group="young_women",
+                                parity=parity)
+    assert path.read_bytes() == before
+    monkeypatch.setattr(to_tflite, "convert", lambda *args, **kwargs: before)
+    _, card = to_tflite.export_tflite(tiny, tiny_checkpoint, path.parent, group="young_women",
+                                      overwrite=True, parity=parity)
+    assert card["file_size_bytes"] == len(before)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".json"]
+
+
+def test_app_variant_is_uint8_and_matches_the_float_model(tiny, tiny_checkpoint, parity,
+                                                          tmp_path):
+    path, card = to_tflite.export_tflite(tiny, tiny_checkpoint, tmp_path, group="young_women",
+                                         app=True, parity=parity)
+    assert path.name == "young_women_fp32_app.tflite"
+    assert card["inputs"][0]["dtype"] == "uint8" and card["outputs"][0]["dtype"] == "uint8"
+    runner = Interpreter(model_path=str(path)).get_signature_runner("cartoonize")
+    photos, _ = parity
+    cartoon = np.concatenate([runner(photo=photo[None])["cartoon"] for photo in photos])
+    assert cartoon.dtype == np.uint8 and cartoon.shape == photos.shape
+    expected = common.to_levels(tiny.group_model("young_women").predict(
+        common.photos_to_float(photos), verbose=0))
+    assert np.abs(cartoon.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_multigroup_file_stores_the_trunk_once(tmp_path):
+    # Full width (ngf=32) so that weights, not graph metadata, dominate the size as in
+    # the real model; image size does not change the file.
+    generator = build_and_save(tmp_path / "four.keras", GROUPS, ngf=32, image_size=32)
+    photos, source = common.parity_images(32, count=2)
+    single, _ = to_tflite.export_tflite(generator, tmp_path / "four.keras", tmp_path,
+                                        group="young_women", parity=(photos, source))
+    multi, card = to_tflite.export_tflite(generator, tmp_path / "four.keras", tmp_path,
+                                          multigroup=True, parity=(photos, source))
+    ratio = multi.stat().st_size / single.stat().st_size
+    assert ratio <= 1.2, f"multi-group file is {ratio:.3f}x a single-group file"
+    assert card["group_index"] == {name: index for index, name in enumerate(GROUPS)}
+    assert set(card["parity"]["per_group"]) == set(GROUPS)
+    for figures in card["parity"]["per_group"].values():
+        assert not common.GATES["fp32"].failures(figures)
+    assert card["inputs"][1] == {"name": "group", "shape": [1], "dtype": "int32", "range": [0, 3]}
+
+
+@pytest.fixture(scope="module")
+def real_size(tmp_path_factory):
+    """The reference-size single-group generator (ngf=32, 256x256), saved, and 8 parity photos."""
+    path = tmp_path_factory.mktemp("real") / "real.keras"
+    generator = build_and_save(path, ["young_women"], ngf=32, image_size=256)
+    return generator, path, common.parity_images(256)
+
+
+def test_real_size_group_path_fp32_tflite(real_size, tmp_path):
+    generator, checkpoint, parity = real_size
+    path, card = to_tflite.export_tflite(generator, checkpoint, tmp_path, group="young_women",
+                                         parity=parity)
+    assert card["params"] == 3_831_079
+    assert card["inputs"][0]["shape"] == [1, 256, 256, 3]
+    assert not common.GATES["fp32"].failures(card["parity"])
+    assert_builtin(card["ops"])
+
+
+@pytest.mark.xfail(
+    strict=True, raises=common.ParityError,
+    reason="float16 conversion clamps the unbiased-variance count 65536 (256x256) to 65504 "
+           "in tfcartoon/layers/normalization.py (variance * count / (count - 1)); with "
+           "variance * (count / (count - 1)) the same export reaches 68 dB")
+def test_real_size_group_path_fp16_tflite(real_size, tmp_path):
+    generator, checkpoint, parity = real_size
+    _, card = to_tflite.export_tflite(generator, checkpoint, tmp_path, precision="fp16",
+                                      group="young_women", parity=(parity[0][:2], parity[1]))
+    assert card["parity"]["psnr_db"] >= 40.0
+
+
+# === ONNX ===
+
+def test_onnx_export_passes_gate(onnx_export, parity, tiny):
+    path, card = onnx_export
+    assert path.name == "young_women.onnx" and card["format"] == "onnx"
+    assert not common.GATES["fp32"].failures(card["parity"])
+    assert not [op for op in card["ops"] if "::" in op]  # default ONNX domain only
+    photos, _ = parity
+    output = to_onnx.run_onnx(path.read_bytes(), photos)
+    expected = tiny.group_model("young_women").predict(common.photos_to_float(photos), verbose=0)
+    np.testing.assert_allclose(output, expected, atol=2e-3)
+
+
+def test_onnx_gate_refuses_a_wrong_model(monkeypatch, onnx_export, tiny, tiny_checkpoint, parity,
+                                         tmp_path):
+    wrong = onnx_export[0].read_bytes()
+    monkeypatch.setattr(to_onnx, "convert", lambda *args, **kwargs: wrong)
+    with pytest.raises(common.ParityError, match="young_men.onnx"):
+        to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_men", parity=parity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_rejects_opset_above_18(tiny, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="opset"):
+        to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_women", opset=19)
+
+
+# === Loading ===
+
+def test_mixed_precision_generator_is_rebuilt_in_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    mixed = build_generator(TINY_GROUPS, ngf=8, image_size=32, hourglass_depth=1)
+    keras.config.set_dtype_policy("float32")
+    assert "float16" in common.compute_dtypes(mixed)
+    rebuilt = common.as_float32(mixed)
+    assert common.compute_dtypes(rebuilt) == {"float32"}
+    for got, want in zip(rebuilt.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert common.as_float32(rebuilt) is rebuilt
+
+
+def test_load_generator_reads_run_directories_through_tfcartoon_load(monkeypatch, tmp_path,
+                                                                     tiny):
+    class Run:
+        photo2cartoon = tiny
+        checkpoint = tmp_path / "checkpoints" / "step_100.npz"
+
+    monkeypatch.setattr(tfcartoon, "load", lambda path: Run(), raising=False)
+    assert common.load_generator(tmp_path) is tiny
+    assert common.load_checkpoint(tmp_path) == (tiny, Run.checkpoint)
+    monkeypatch.delattr(tfcartoon, "load")
+    with pytest.raises(RuntimeError, match="tfcartoon.load"):
+        common.load_generator(tmp_path)
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        common.load_generator(tmp_path / "missing.keras")
+
+
+def test_cli_exports_every_group_and_refuses_to_overwrite(tiny_checkpoint, tmp_path, capsys):
+    argv = ["--model", str(tiny_checkpoint), "--group", "all", "--out", str(tmp_path)]
+    assert to_tflite.main(argv) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"{group}_fp32.tflite{suffix}" for group in TINY_GROUPS
+                           for suffix in ("", ".json"))
+    card = json.loads((tmp_path / "young_men_fp32.tflite.json").read_text())
+    assert card["source"]["path"] == str(tiny_checkpoint.resolve())
+    assert to_tflite.main(argv) == 1
+    assert "already exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["export/to_tflite.py", "export/to_onnx.py"])
+def test_scripts_run_from_the_repository_root(script):
+    result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "--model" in result.stdout and "--overwrite" in result.stdout
