@@ -237,8 +237,8 @@ def report(candidates, sizes, args, work_gflop, counted_gflop, image_source, oth
         f"{args.warmup} warm-up runs, runtimes interleaved. Fidelity against the Keras float32 "
         f"output on {image_source}. GFLOP/s counts {work_gflop:.1f} GFLOP per image "
         f"(the Conv2D layers alone are {counted_gflop:.1f} GFLOP).",
-        f"Versions: TensorFlow {tf.__version__}, Keras {keras.__version__}, ONNX Runtime "
-        f"{onnxruntime.__version__}, ai-edge-litert (XNNPACK).",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version
+                                 in common.versions().items()) + ".",
         "",
         "| runtime | precision | file MB | median ms | min ms | p10-p90 ms | GFLOP/s (median) | "
         "PSNR dB | max abs err | export gate |",
@@ -292,7 +292,8 @@ def update_benchmarks(path, section):
     if BEGIN in text and END in text:
         start = text.rindex(HEADING, 0, text.index(BEGIN)) if HEADING in text else text.index(
             BEGIN)
-        text = text[:start] + section + text[text.index(END) + len(END):].lstrip("\n")
+        rest = text[text.index(END) + len(END):].lstrip("\n")
+        text = text[:start] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     common.write_atomic(path, text.encode(), overwrite=True)

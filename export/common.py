@@ -11,11 +11,11 @@ its JSON model card only when the parity gate passes (``write_artifact``).
 import dataclasses
 import datetime
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,6 +36,7 @@ PHOTO = "photo"
 GROUP = "group"
 CARTOON = "cartoon"
 ONE_LEVEL = 2.0 / 255.0  # one 8-bit output level on the [-1, 1] scale
+EXPORT_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "tf2onnx", "onnx", "onnxruntime")
 
 
 class ParityError(RuntimeError):
@@ -301,7 +302,7 @@ def photos_to_float(photos):
 
 
 def keras_reference(generator, group, photos, app=False):
-    """The Keras group path's output on ``photos`` (uint8): float in [-1, 1], or levels if ``app``."""
+    """The Keras group path's output on uint8 ``photos``: floats in [-1, 1], or levels (app)."""
     outputs = generator.group_model(group).predict(photos_to_float(photos), verbose=0)
     return to_levels(outputs) if app else outputs
 
@@ -402,12 +403,13 @@ def _json_number(value):
 
 
 def versions():
-    """Versions of the libraries an export depends on."""
-    found = {"python": platform.python_version(), "tensorflow": tf.__version__,
-             "keras": keras.__version__}
-    for module in ("ai_edge_litert", "tf2onnx", "onnx", "onnxruntime"):
-        if module in sys.modules:
-            found[module] = getattr(sys.modules[module], "__version__", "unknown")
+    """Versions of Python and of the installed libraries an export depends on."""
+    found = {"python": platform.python_version()}
+    for package in EXPORT_PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
     return found
 
 
