@@ -209,11 +209,6 @@ def test_real_size_group_path_fp32_tflite(real_size, tmp_path):
     assert_builtin(card["ops"])
 
 
-@pytest.mark.xfail(
-    strict=True, raises=common.ParityError,
-    reason="float16 conversion clamps the unbiased-variance count 65536 (256x256) to 65504 "
-           "in tfcartoon/layers/normalization.py (variance * count / (count - 1)); with "
-           "variance * (count / (count - 1)) the same export reaches 68 dB")
 def test_real_size_group_path_fp16_tflite(real_size, tmp_path):
     generator, checkpoint, parity = real_size
     _, card = to_tflite.export_tflite(generator, checkpoint, tmp_path, precision="fp16",

@@ -18,11 +18,17 @@ def _normalize(x, axes, unbiased, epsilon):
     """(x - mean) / sqrt(var + eps) over ``axes`` in float32."""
     mean, variance = ops.moments(x, axes=axes, keepdims=True)
     if unbiased:
-        count = 1
-        for axis in axes:
-            count *= x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
-        count = ops.cast(count, "float32")
-        variance = variance * count / (count - 1.0)
+        # Scale by the factor N / (N - 1), never by N itself: N reaches 65536 at 256 px,
+        # which a float16 conversion (TFLite fp16 export) cannot represent.
+        sizes = [x.shape[axis] for axis in axes]
+        if all(size is not None for size in sizes):
+            count = 1
+            for size in sizes:
+                count *= size
+            variance = variance * (count / (count - 1.0))
+        else:
+            count = ops.cast(ops.prod(ops.take(ops.shape(x), list(axes))), "float32")
+            variance = variance / (1.0 - 1.0 / count)
     return (x - mean) * ops.rsqrt(variance + epsilon)
 
 
