@@ -7,6 +7,14 @@ Writes ``<group>.onnx`` (input ``photo`` (N, S, S, 3) float32 in [-1, 1], NHWC l
 the Keras model; output ``cartoon``, same shape and range) and a model card
 ``<group>.onnx.json``. Converted with tf2onnx from the float32 graph; the file is
 written only when ONNX Runtime's output matches Keras within the fp32 gate.
+
+After tf2onnx, two exact rewrites make the graph look like a PyTorch export of the
+reference (``fuse_graph``): every instance-norm pattern (GlobalAveragePool, Sub, Mul,
+GlobalAveragePool, Add, Sqrt, Reciprocal, Mul: ~11 nodes and five full-tensor passes
+each) becomes one ``InstanceNormalization``, and every 2x nearest ``UpSampling2D``
+(two tf.repeat chains of Unsqueeze/Tile/Reshape between NHWC<->NCHW transposes)
+becomes one ``Resize``. 3,173 -> 1,192 nodes on the 256 px group path; ONNX Runtime
+runs it ~10% faster and closer to Keras.
 """
 
 import argparse
@@ -18,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -69,8 +78,195 @@ def convert(function, opset, quick=False):
     optimizers = OPTIMIZERS if quick else collections.OrderedDict([TRANSPOSES, *OPTIMIZERS.items()])
     onnx_graph = tf2onnx.optimizer.optimize_graph(onnx_graph, optimizers=optimizers)
     model = onnx_graph.make_model("tfcartoon photo->cartoon")
+    fuse_graph(model)
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+# === Graph rewrites ===
+
+class _Graph:
+    """Producer and constant lookups over an ONNX graph."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consts = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.consts[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+
+    def made_by(self, name, op_type):
+        """The node of type ``op_type`` producing ``name``, else None."""
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def const_is(self, name, values):
+        """Whether ``name`` is a constant equal to the list ``values``."""
+        return name in self.consts and self.consts[name].tolist() == values
+
+    def split_const(self, node):
+        """(variable input, constant) of a binary node with one constant input."""
+        for var, const in ((0, 1), (1, 0)):
+            if node.input[const] in self.consts and node.input[var] not in self.consts:
+                return node.input[var], self.consts[node.input[const]]
+        return None, None
+
+
+def _mean_input(graph, name):
+    """x when ``name`` is GlobalAveragePool(x), possibly through a Reshape to (N, C, 1, 1)."""
+    node = graph.producer.get(name)
+    if node is not None and node.op_type == "Reshape":
+        shape = graph.consts.get(node.input[1])
+        if shape is None or shape.tolist()[2:] != [1, 1] or len(shape) != 4:
+            return None
+        node = graph.producer.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "GlobalAveragePool" else None
+
+
+def _centred_input(graph, name):
+    """x when ``name`` is Sub(x, mean(x)) with the mean over H and W."""
+    sub = graph.made_by(name, "Sub")
+    return sub.input[0] if sub is not None and _mean_input(graph, sub.input[1]) == sub.input[0] \
+        else None
+
+
+def _match_instance_norm(graph, node):
+    """(x, epsilon, count factor, scale) when ``node`` ends an instance norm of x, else None.
+
+    Matches ``(x - m) * k / sqrt(c * mean((x - m)^2) + eps)`` with m = mean(x) over H, W,
+    constants c (1, or N/(N-1) for the unbiased variance) and k (scalar or per channel).
+    """
+    if node.op_type != "Mul":
+        return None
+    for centred, other in ((0, 1), (1, 0)):
+        x = _centred_input(graph, node.input[centred])
+        if x is None:
+            continue
+        rsqrt, scale = node.input[other], np.float32(1.0)
+        scaled = graph.made_by(rsqrt, "Mul")
+        if scaled is not None:
+            rsqrt, scale = graph.split_const(scaled)
+            if rsqrt is None:
+                continue
+        reciprocal = graph.made_by(rsqrt, "Reciprocal")
+        sqrt = reciprocal is not None and graph.made_by(reciprocal.input[0], "Sqrt")
+        add = sqrt and graph.made_by(sqrt.input[0], "Add")
+        if not add:
+            continue
+        variance, epsilon = graph.split_const(add)
+        if variance is None or np.size(epsilon) != 1:
+            continue
+        count = np.float32(1.0)
+        corrected = graph.made_by(variance, "Mul")
+        if corrected is not None:
+            variance, count = graph.split_const(corrected)
+            if variance is None or np.size(count) != 1:
+                continue
+        pool = graph.made_by(variance, "GlobalAveragePool")
+        square = pool is not None and graph.made_by(pool.input[0], "Mul")
+        if (not square or square.input[0] != square.input[1]
+                or _centred_input(graph, square.input[0]) != x):
+            continue
+        return x, float(np.ravel(epsilon)[0]), float(np.ravel(count)[0]), np.ravel(scale)
+    return None
+
+
+def _match_upsample(graph, node):
+    """X when ``node`` (a Reshape) ends tf2onnx's NHWC 2x nearest repeat of NCHW tensor X."""
+    def repeat_start(name):
+        tile = graph.made_by(name, "Tile")
+        if tile is None or not graph.const_is(tile.input[1], [1, 1, 1, 2, 1]):
+            return None
+        unsqueeze = graph.made_by(tile.input[0], "Unsqueeze")
+        if unsqueeze is None or len(unsqueeze.input) < 2 or not graph.const_is(
+                unsqueeze.input[1], [3]):
+            return None
+        return unsqueeze
+
+    if node.op_type != "Reshape":
+        return None
+    second = repeat_start(node.input[0])
+    first_reshape = second is not None and graph.made_by(second.input[0], "Reshape")
+    transpose = first_reshape and graph.made_by(first_reshape.input[0], "Transpose")
+    if not transpose or list(transpose.attribute[0].ints) != [0, 2, 3, 4, 1]:
+        return None
+    first = repeat_start(transpose.input[0])
+    return None if first is None else first.input[0]
+
+
+def fuse_graph(model):
+    """Rewrite instance norms and 2x nearest upsampling in place (see the module docstring).
+
+    Both rewrites are exact up to float rounding; patterns that do not match exactly
+    (e.g. the graph of ``quick`` conversions) are left alone. Returns the counts.
+    """
+    graph = _Graph(model.graph)
+    channels = _channel_counts(model)
+    nodes, initializers, counts = [], [], {"instance_norm": 0, "upsample": 0}
+    for node in model.graph.node:
+        norm = _match_instance_norm(graph, node)
+        if norm is not None and norm[0] in channels and norm[3].size in (1, channels[norm[0]]):
+            x, epsilon, count, scale = norm
+            width = channels[x]
+            # (x - m) / sqrt(c v + eps) = IN_{eps / c}(x) / sqrt(c), exactly.
+            scale = (np.broadcast_to(scale, (width,)) / np.sqrt(count)).astype(np.float32)
+            base = f"{node.name}/InstanceNormalization"
+            initializers += [onnx.numpy_helper.from_array(scale, f"{base}/scale"),
+                             onnx.numpy_helper.from_array(np.zeros(width, np.float32),
+                                                          f"{base}/bias")]
+            nodes.append(onnx.helper.make_node(
+                "InstanceNormalization", [x, f"{base}/scale", f"{base}/bias"],
+                list(node.output), name=base, epsilon=epsilon / count))
+            counts["instance_norm"] += 1
+            continue
+        source = _match_upsample(graph, node)
+        if source is not None:
+            base = f"{node.name}/Resize"
+            initializers.append(onnx.numpy_helper.from_array(
+                np.array([1, 1, 2, 2], np.float32), f"{base}/scales"))
+            nodes += [onnx.helper.make_node(
+                          "Resize", [source, "", f"{base}/scales"], [f"{base}:0"], name=base,
+                          mode="nearest", coordinate_transformation_mode="asymmetric",
+                          nearest_mode="floor"),
+                      # The repeat produced NHWC; ONNX Runtime cancels this transpose with
+                      # the NHWC->NCHW one after it.
+                      onnx.helper.make_node("Transpose", [f"{base}:0"], list(node.output),
+                                            name=f"{base}/to_nhwc", perm=[0, 2, 3, 1])]
+            counts["upsample"] += 1
+            continue
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(initializers)
+    _remove_dead_nodes(model.graph)
+    return counts
+
+
+def _channel_counts(model):
+    """Static channel count (dim 1) of every rank-4 tensor that shape inference knows."""
+    graph, counts = onnx.shape_inference.infer_shapes(model).graph, {}
+    for info in [*graph.value_info, *graph.input, *graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            counts[info.name] = dims[1].dim_value
+    return counts
+
+
+def _remove_dead_nodes(graph):
+    """Drop nodes whose outputs nothing uses, then unused initializers."""
+    outputs = {output.name for output in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        alive = [node for node in graph.node if any(out in used for out in node.output)]
+        if len(alive) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(alive)
+    used = {name for node in graph.node for name in node.input}
+    alive = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(alive)
 
 
 def onnx_ops(data):

@@ -229,6 +229,13 @@ def test_onnx_export_passes_gate(onnx_export, parity, tiny):
     np.testing.assert_allclose(output, expected, atol=2e-3)
 
 
+def test_onnx_export_fuses_norms_and_upsampling(onnx_export):
+    # to_onnx.fuse_graph: instance norms -> InstanceNormalization, UpSampling2D -> Resize.
+    _, card = onnx_export
+    assert {"InstanceNormalization", "Resize"} <= set(card["ops"])
+    assert "Tile" not in card["ops"]
+
+
 def test_onnx_gate_refuses_a_wrong_model(monkeypatch, onnx_export, tiny, tiny_checkpoint, parity,
                                          tmp_path):
     wrong = onnx_export[0].read_bytes()
