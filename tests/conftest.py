@@ -13,3 +13,36 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# Training runs shared by several test modules (each costs about a minute of graph
+# building on a CPU, so they are built once per session).
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """../shared/data/fourgroups when present (the smoke acceptance), else made-up images."""
+    from tfcartoon.paths import shared_path
+    from tests.helpers import make_dataset
+
+    shared = shared_path("data", "fourgroups")
+    return shared if shared is not None else make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def base_run(data_dir, tmp_path_factory):
+    from tfcartoon.training.run import train
+    from tests.helpers import BASE, tiny_config
+
+    run = tmp_path_factory.mktemp("runs") / "base"
+    train(tiny_config(*BASE), data_dir, run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def elderly_run(data_dir, base_run, tmp_path_factory):
+    from tfcartoon.training.run import train
+    from tests.helpers import ELDERLY, tiny_config
+
+    run = tmp_path_factory.mktemp("runs") / "elderly"
+    train(tiny_config(*ELDERLY), data_dir, run, init=base_run)
+    return run

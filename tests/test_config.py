@@ -34,15 +34,28 @@ def test_unknown_key_suggests_the_closest():
     ("model.image_size=100", "multiple of 16"),
     ("train.steps=0", "train.steps must be at least 1"),
     ("data.resize=128", "data.resize .* must be at least model.image_size"),
+    ("data.pool_groups=[teens]", r"data.pool_groups \['teens'\] not in groups"),
+    ("data.pool_groups=[kids, kids]", "lists a group twice"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_pool_groups_is_for_the_base_stage_only():
+    with pytest.raises(ConfigError, match="base stage only"):
+        load_config(None, ["train.stage=fewshot", "data.pool_groups=[kids]"])
+
+
 def test_config_files_load(tmp_path):
-    for name in ("base", "fewshot", "smoke"):
-        config = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml")
+    found = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    assert {"base", "fewshot", "smoke", "baseline1", "baseline2", "baseline3",
+            "fewshot_full"} <= set(found)
+    for name in found:
+        config = load_config(CONFIGS / f"{name}.yaml")
         assert config.groups[0] == "young_women"
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
@@ -50,3 +63,12 @@ def test_config_files_load(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_baseline_configs_say_what_each_baseline_trains():
+    one, two, three = (load_config(CONFIGS / f"baseline{i}.yaml") for i in (1, 2, 3))
+    assert one.train.stage == two.train.stage == three.train.stage == "base"
+    assert one.data.pool_groups == one.groups
+    assert two.data.pool_groups == one.groups[1:]
+    assert three.data.pool_groups == ["elderly"]
+    assert load_config(CONFIGS / "fewshot_full.yaml").train.update_rule == "full"

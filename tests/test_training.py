@@ -12,48 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tfcartoon.config import load_config
 from tfcartoon.paths import shared_path
 from tfcartoon.data.dataset import DatasetError, discover
 from tfcartoon.training.checkpoints import latest_checkpoint, load_state, read_index
 from tfcartoon.training.run import TrainingError, load, train
-from tests.helpers import GROUPS, make_dataset
-
-SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
-# configs/smoke.yaml (64 px, ngf 8, hourglass depth 1, face-ID on when ../shared has the
-# model) with checkpoints every 2 steps and op determinism for the resume test.
-TINY = ["train.log_every=2", "train.image_every=2", "train.checkpoint_every=2",
-        "train.keep_checkpoints=3", "train.deterministic=true"]
-
-
-def tiny_config(*overrides):
-    return load_config(SMOKE, TINY + list(overrides))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """../shared/data/fourgroups when present (the smoke acceptance), else made-up images."""
-    shared = shared_path("data", "fourgroups")
-    return shared if shared is not None else make_dataset(tmp_path_factory.mktemp("data"))
-
-
-BASE = ["train.stage=base", "train.steps=4"]
-ELDERLY = ["train.stage=fewshot", "train.group=elderly", "train.steps=4"]
-
-
-@pytest.fixture(scope="module")
-def base_run(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "base"
-    train(tiny_config(*BASE), data_dir, run)
-    return run
-
-
-@pytest.fixture(scope="module")
-def elderly_run(data_dir, base_run, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "elderly"
-    train(tiny_config(*ELDERLY), data_dir, run, init=base_run)
-    return run
-
+from tests.helpers import GROUPS, SMOKE, make_dataset, tiny_config
 
 def _weights(model):
     return [v.numpy() for v in model.weights]
@@ -176,6 +139,17 @@ def test_unreadable_files_are_reported_once_and_skipped(tmp_path, caplog):
     found = discover(data, ["young_women"], "young_women")
     assert len(found["young_women"].photos) == 3
     assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_pool_groups_trains_the_base_branch_on_the_pooled_files(tmp_path):
+    from tfcartoon.training.run import stage_files
+
+    data = make_dataset(tmp_path / "d", count=2)
+    config = tiny_config("data.pool_groups=[kids, elderly]")
+    files = stage_files(config, data)
+    assert list(files) == ["young_women"]
+    assert [Path(p).parts[-3] for p in files["young_women"].photos] == ["kids"] * 2 + ["elderly"] * 2
+    assert len(files["young_women"].cartoons) == 4
 
 
 def test_base_dir_with_photos_and_cartoons_is_the_base_group(tmp_path):

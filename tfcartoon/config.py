@@ -52,6 +52,9 @@ class FaceIdConfig:
 class DataConfig:
     resize: int = 286
     flip: bool = True
+    # Base stage only: train the base branch on the pooled photos and cartoons of these
+    # groups instead of the base group's own (the paper's Baseline1-3). Empty: off.
+    pool_groups: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -201,6 +204,16 @@ def validate(config):
         if train.group == config.base_group:
             raise ConfigError(f"train.group {train.group!r} is the base group; the few-shot "
                               f"stage trains the other groups {config.groups[1:]}")
+    pool = config.data.pool_groups
+    if pool:
+        if train.stage != "base":
+            raise ConfigError("data.pool_groups applies to the base stage only (it trains the "
+                              f"base branch on pooled groups); this run's stage is {train.stage!r}")
+        unknown = [g for g in pool if g not in config.groups]
+        if unknown:
+            raise ConfigError(f"data.pool_groups {unknown} not in groups {config.groups}")
+        if len(set(pool)) != len(pool):
+            raise ConfigError(f"data.pool_groups lists a group twice: {pool}")
     if train.stage == "fewshot" and len(config.groups) < 2:
         raise ConfigError("the fewshot stage needs at least two groups (base + one new group)")
     positive = {"train.steps": train.steps, "train.batch_size": train.batch_size,

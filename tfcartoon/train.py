@@ -24,7 +24,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="YAML config (default: built-in reference settings)")
     parser.add_argument("--data", required=True, help="dataset folder (see README: layout)")
     parser.add_argument("--out", required=True, help="run directory to create (or resume)")
-    parser.add_argument("--init", help="base run directory the fewshot stage starts from")
+    parser.add_argument("--init", help="base run directory the fewshot stage starts from "
+                        "(with --stage base: fine-tune that run's trunk and base branch)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint")
     parser.add_argument("--dry-run", action="store_true",
@@ -49,8 +50,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from tfcartoon.training.run import (
-        TrainingError, plan_summary, resolve_face_id, stage_groups, train)
-    from tfcartoon.data.dataset import discover
+        TrainingError, plan_summary, resolve_face_id, stage_files, train)
 
     try:
         if args.resume and (args.config or args.set or args.stage or args.group):
@@ -60,7 +60,7 @@ def main(argv=None):
         if args.dry_run:
             config, _ = resolve_face_id(config)
             print(config.to_yaml(), end="")
-            files = discover(args.data, stage_groups(config), config.base_group)
+            files = stage_files(config, args.data)
             print("\n".join(plan_summary(config, files)))
             return 0
         run_dir = train(config, args.data, args.out, init=args.init, resume=args.resume,

@@ -85,6 +85,11 @@ def restore_generator(generator, state, gen_name, source, parts=None):
             _unpack(f"{gen_name}/{part}", layer.weights, state, source)
 
 
+def restore_weights(model, state, prefix, source):
+    """Load the weights of one model (e.g. a discriminator by its name) from a state."""
+    _unpack(prefix, model.weights, state, source)
+
+
 def restore_gan(gan, state, source):
     """Load every weight and optimizer variable; returns the checkpoint's step."""
     for gen_name in ("photo2cartoon", "cartoon2photo"):

@@ -15,7 +15,7 @@ import tensorflow as tf
 import yaml
 
 from tfcartoon.config import ConfigError, config_from_dict
-from tfcartoon.data.dataset import discover, training_dataset
+from tfcartoon.data.dataset import GroupFiles, discover, training_dataset
 from tfcartoon.gan import CartoonGAN
 from tfcartoon.paths import shared_path
 from tfcartoon.training import callbacks as cb
@@ -115,6 +115,9 @@ def plan_summary(config, files):
     """Lines printed by --dry-run and at the start of a run."""
     lines = [f"stage: {config.train.stage}  update rule: {config.train.update_rule}  "
              f"steps: {config.train.steps}"]
+    if config.data.pool_groups:
+        lines.append(f"  base branch trained on pooled groups: "
+                     f"{', '.join(config.data.pool_groups)}")
     for group, found in files.items():
         lines.append(f"  {group}: {len(found.photos)} photos, {len(found.cartoons)} cartoons")
     return lines
@@ -122,6 +125,21 @@ def plan_summary(config, files):
 
 def stage_groups(config):
     return [config.base_group] if config.train.stage == "base" else list(config.groups)
+
+
+def stage_files(config, data_dir):
+    """Photos and cartoons of each group this stage trains, keyed by group.
+
+    With ``data.pool_groups`` (base stage), the listed groups' files are pooled and
+    trained as the base group: the paper's Baseline1-3.
+    """
+    pool = config.data.pool_groups
+    if not pool:
+        return discover(data_dir, stage_groups(config), config.base_group)
+    found = discover(data_dir, pool, config.base_group)
+    return {config.base_group: GroupFiles(
+        photos=[f for g in pool for f in found[g].photos],
+        cartoons=[f for g in pool for f in found[g].cartoons])}
 
 
 def train(config, data_dir, run_dir, init=None, resume=False, devices=None):
@@ -139,7 +157,7 @@ def train(config, data_dir, run_dir, init=None, resume=False, devices=None):
         raise ConfigError(f"train.steps ({config.train.steps}) must be a multiple of "
                           f"train.log_every ({config.train.log_every})")
     config, embedder_path = resolve_face_id(config)
-    files = discover(data_dir, stage_groups(config), config.base_group)
+    files = stage_files(config, data_dir)
     for line in plan_summary(config, files):
         log.info(line)
 

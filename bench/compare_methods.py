@@ -1,0 +1,315 @@
+"""Train and evaluate the few-shot method against the paper's baselines; write RESULTS.md.
+
+    python bench/compare_methods.py --data ../shared/data/fourgroups --work runs/compare \\
+        --size 64 --base-steps 2000 --fewshot-steps 500 --results docs/RESULTS.md
+
+Methods (../shared/SPEC.md, "Training"), every one through ``python -m tfcartoon.train``
+and ``python -m tfcartoon.evaluate``:
+
+- Basic: the base run (stage one, young women only), its base branch for every group;
+- Baseline1: one model from scratch on all groups mixed (configs/baseline1.yaml);
+- Baseline2: the base model fine-tuned whole on the new groups mixed (baseline2.yaml);
+- Baseline3: the base model fine-tuned whole, one run per new group (baseline3.yaml);
+  its young-women row is the base model (nothing to fine-tune);
+- No selective backprop: stage two updating every variable (fewshot_full.yaml);
+- Ours: stage two with the strict rule (fewshot.yaml), all new groups at once.
+
+Stage-two runs start from the Basic run. Group agreement is judged for every method
+by the cartoon discriminators of the "Ours" run (they learned the groups from real
+cartoons only). Each finished run is kept: rerunning the script continues where it
+stopped. Grids stay in the work folder (they show the dataset's photos, which are not
+ours to commit); RESULTS.md links them.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+NEW_GROUPS = ["young_men", "kids", "elderly"]
+GROUPS = ["young_women"] + NEW_GROUPS
+METRICS = (("identity", "identity ↑", "{:.3f}"), ("l1", "L1 ↓", "{:.4f}"),
+           ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
+           ("group_agreement", "group agr. ↑", "{:.2f}"), ("kid", "KID×10³ ↓", "{:.2f}"))
+
+
+@dataclasses.dataclass
+class Run:
+    name: str            # run folder under WORK/runs
+    config: str          # file in configs/
+    init: str = None     # run it starts from
+    base_steps: bool = False
+    sets: tuple = ()
+
+
+@dataclasses.dataclass
+class Method:
+    name: str
+    runs: dict           # group -> run name evaluated for that group
+    note: str
+
+
+def plan():
+    runs = [Run("basic", "base.yaml", base_steps=True),
+            Run("baseline1", "baseline1.yaml", base_steps=True),
+            Run("baseline2", "baseline2.yaml", init="basic"),
+            *[Run(f"baseline3_{g}", "baseline3.yaml", init="basic",
+                  sets=(f"data.pool_groups=[{g}]",)) for g in NEW_GROUPS],
+            Run("no_selective_backprop", "fewshot_full.yaml", init="basic"),
+            Run("ours", "fewshot.yaml", init="basic")]
+    methods = [
+        Method("Basic", {g: "basic" for g in GROUPS}, "stage-one model, base branch for all"),
+        Method("Baseline1", {g: "baseline1" for g in GROUPS}, "all data mixed, one model"),
+        Method("Baseline2", {g: "baseline2" for g in GROUPS},
+               "base model fine-tuned whole on mixed new-group data"),
+        Method("Baseline3", {"young_women": "basic",
+                             **{g: f"baseline3_{g}" for g in NEW_GROUPS}},
+               "base model fine-tuned whole per group (young women: the base model)"),
+        Method("No selective backprop", {g: "no_selective_backprop" for g in GROUPS},
+               "stage two, every variable updated"),
+        Method("Ours", {g: "ours" for g in GROUPS}, "stage two, strict rule (paper's)"),
+    ]
+    return runs, methods
+
+
+def size_overrides(args, steps):
+    log_every = args.log_every
+    sets = [f"model.image_size={args.size}", f"data.resize={args.size * 286 // 256}",
+            f"model.ngf={args.ngf}", f"model.ndf={args.ndf}",
+            f"model.hourglass_depth={args.hourglass_depth}",
+            f"train.steps={steps}", f"train.log_every={log_every}",
+            f"train.image_every={steps}", f"train.checkpoint_every={steps // 2}",
+            "train.keep_checkpoints=1", f"train.seed={args.seed}",
+            "train.precision=auto"]
+    if args.size < 96:  # the 7-layer global discriminator needs 96 px
+        sets.append("model.global_layers=6")
+    return sets
+
+
+def run_complete(run_dir, steps):
+    index = run_dir / "checkpoints" / "index.json"
+    if not index.is_file():
+        return False
+    entries = json.loads(index.read_text())["checkpoints"]
+    return bool(entries) and entries[-1]["step"] >= steps
+
+
+def call(command, log_path):
+    """Run ``command``; stream its output into ``log_path``; raise on failure."""
+    print("$", shlex.join(command), flush=True)
+    start = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seconds = time.perf_counter() - start
+    if code:
+        raise SystemExit(f"command failed with exit code {code}; see {log_path}")
+    return seconds
+
+
+def load_timings(work):
+    path = work / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_timings(work, timings):
+    path = work / "timings.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(timings, indent=1))
+    os.replace(tmp, path)
+
+
+def train_all(args, runs, work, timings):
+    for run in runs:
+        steps = args.base_steps if run.base_steps else args.fewshot_steps
+        run_dir = work / "runs" / run.name
+        if run_complete(run_dir, steps):
+            print(f"{run.name}: complete, kept", flush=True)
+            continue
+        command = [sys.executable, "-m", "tfcartoon.train", "--data", str(args.data),
+                   "--out", str(run_dir)]
+        if run_dir.exists():
+            command.append("--resume")
+        else:
+            command += ["--config", str(CONFIGS / run.config)]
+            for item in size_overrides(args, steps) + list(run.sets):
+                command += ["--set", item]
+            if run.init:
+                command += ["--init", str(work / "runs" / run.init)]
+        timings[f"train {run.name}"] = call(command, work / "logs" / f"train_{run.name}.log")
+        save_timings(work, timings)
+        print(f"{run.name}: {timings[f'train {run.name}']:.0f} s", flush=True)
+
+
+def evaluate_all(args, methods, work, timings):
+    results = {}
+    needed = {}
+    for method in methods:
+        for group, run in method.runs.items():
+            needed.setdefault(run, []).append(group)
+    for run, groups in needed.items():
+        out = work / "eval" / run
+        report = out / "report.json"
+        if not report.is_file():
+            command = [sys.executable, "-m", "tfcartoon.evaluate", "--model",
+                       str(work / "runs" / run), "--data", str(args.data), "--out", str(out),
+                       "--judge", str(work / "runs" / "ours"), "--overwrite",
+                       "--groups", *sorted(set(groups), key=GROUPS.index)]
+            timings[f"eval {run}"] = call(command, work / "logs" / f"eval_{run}.log")
+            save_timings(work, timings)
+        results[run] = json.loads(report.read_text())
+    return results
+
+
+def cell(key, value):
+    if value is None:
+        return "n/a"
+    fmt = dict((k, f) for k, _, f in METRICS)[key]
+    return fmt.format(value * 1000.0 if key == "kid" else value)
+
+
+def best_marks(rows, key):
+    """Index of the best value in ``rows`` for ``key`` (None when no values)."""
+    values = [(r[key], i) for i, r in enumerate(rows) if r.get(key) is not None]
+    if not values:
+        return None
+    lower_better = key in ("l1", "kid")
+    return (min if lower_better else max)(values)[1]
+
+
+def results_tables(methods, results):
+    lines = []
+    summary = {}
+    for group in GROUPS:
+        lines += [f"### {group}", "",
+                  "| method | run | " + " | ".join(h for _, h, _ in METRICS) + " |",
+                  "|---|---|" + "---:|" * len(METRICS)]
+        rows = [results[m.runs[group]]["groups"][group] for m in methods]
+        best = {key: best_marks(rows, key) for key, _, _ in METRICS}
+        for i, (method, row) in enumerate(zip(methods, rows)):
+            cells = []
+            for key, _, _ in METRICS:
+                text = cell(key, row.get(key))
+                cells.append(f"**{text}**" if best[key] == i else text)
+            lines.append(f"| {method.name} | `{method.runs[group]}` | " + " | ".join(cells) + " |")
+            summary.setdefault(method.name, {})[group] = {k: row.get(k) for k, _, _ in METRICS}
+        judge_real = rows[-1].get("group_agreement_real")
+        lines += ["", f"Judge accuracy on the real reference cartoons of {group}: "
+                  f"{cell('group_agreement', judge_real)}.", ""]
+    return lines, summary
+
+
+def mean_over_new_groups(summary):
+    lines = ["| method | " + " | ".join(h for _, h, _ in METRICS) + " |",
+             "|---|" + "---:|" * len(METRICS)]
+    for method, groups in summary.items():
+        cells = []
+        for key, _, _ in METRICS:
+            values = [groups[g][key] for g in NEW_GROUPS if groups[g][key] is not None]
+            cells.append(cell(key, sum(values) / len(values)) if values else "n/a")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_results(args, methods, results, timings, wall, path):
+    tables, summary = results_tables(methods, results)
+    script = Path(sys.argv[0])
+    if script.is_absolute() and script.is_relative_to(REPO):
+        script = script.relative_to(REPO)
+    command = "python " + shlex.join([str(script)] + sys.argv[1:])
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    lines = ["# Results: few-shot branches against the paper's baselines", "",
+             "<!-- results:begin (written by bench/compare_methods.py; the reading below is "
+             "by hand) -->",
+             f"Run {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} CPUs, "
+             "TensorFlow float32.", "",
+             f"Command: `{command}`", "",
+             f"Wall time: {wall / 60:.1f} min in all (sum of the steps below).", "",
+             "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()
+                                      if k not in ("results",)) + ".", "",
+             "Every metric is on each group's 10 held-out photos (`<group>/val/photos`); "
+             "L1/PSNR/SSIM against the paired `val/cartoons`; KID against all of the "
+             "group's real cartoons (train + val) on face-ID features; group agreement "
+             "by the cartoon discriminators of the `ours` run. Bold: best per column.", "",
+             "## Mean over the three few-shot groups", ""]
+    lines += mean_over_new_groups(summary) + ["", "## Per group", ""] + tables
+    lines += ["## Methods", ""]
+    lines += [f"- **{m.name}**: {m.note}." for m in methods]
+    lines += ["", "## Wall time per step of the comparison", "",
+              "| step | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    lines += ["", "Grids (photo | cartoon | reference, one row per held-out photo) are in "
+              f"`{args.work}/eval/<run>/grids/<group>.png`; they are not committed because "
+              "they show the dataset's photos.", "<!-- results:end -->", ""]
+    text = "\n".join(lines)
+    (Path(args.work) / "results.json").write_text(json.dumps(
+        {"settings": settings, "summary": summary, "timings": timings}, indent=1))
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    if "<!-- results:end -->" in previous:
+        text += previous.split("<!-- results:end -->", 1)[1].lstrip("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--ngf", type=int, default=32)
+    parser.add_argument("--ndf", type=int, default=32)
+    parser.add_argument("--hourglass-depth", type=int, default=4)
+    parser.add_argument("--base-steps", type=int, default=2000)
+    parser.add_argument("--fewshot-steps", type=int, default=500)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for steps in (args.base_steps, args.fewshot_steps):
+        if steps % (2 * args.log_every):
+            raise SystemExit(f"steps ({steps}) must be a multiple of 2 x --log-every "
+                             f"({args.log_every})")
+    runs, methods = plan()
+    if args.dry_run:
+        print(yaml.safe_dump({"runs": [dataclasses.asdict(r) for r in runs],
+                              "methods": [m.name for m in methods]}, sort_keys=False))
+        return 0
+    work = args.work
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    timings = load_timings(work)  # a rerun continues: earlier steps keep their times
+    train_all(args, runs, work, timings)
+    results = evaluate_all(args, methods, work, timings)
+    write_results(args, methods, results, timings, sum(timings.values()), args.results)
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
