@@ -1,6 +1,7 @@
 """Training step time of stage one (base) and stage two (few-shot, strict) at full size.
 
     python bench/bench_train.py [--size 256] [--steps 5] [--precision float32] [--jit]
+        [--stages base fewshot]
 
 Builds the training model exactly as ``python -m tfcartoon.train`` does (reference
 widths, face-ID loss on when the shared embedder is present), feeds fixed random
@@ -71,15 +72,19 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the step")
+    parser.add_argument("--stages", nargs="+", choices=["base", "fewshot"],
+                        default=["base", "fewshot"], help="stages to time")
     args = parser.parse_args()
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
     print(f"machine: {cpu_name()}, {device}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"\n| stage | batch | size | precision | XLA | first step (s) | median step (s) |")
     print("|---|---|---|---|---|---|---|")
-    for stage in ("base", "fewshot"):
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for stage in args.stages:
         first, median, batch = time_stage(stage, args.size, args.steps, args.precision, args.jit)
         print(f"| {stage} | {batch} | {args.size} | {args.precision} | {'yes' if args.jit else 'no'} "
               f"| {first:.1f} | {median:.2f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
