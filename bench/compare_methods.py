@@ -174,6 +174,38 @@ def evaluate_all(args, methods, work, timings):
     return results
 
 
+def photo_reference(args, work):
+    """Scores of the untouched photo used as its own "cartoon": the floor any model must beat.
+
+    The stand-in cartoons of ../shared/data/fourgroups are filtered photos, so copying
+    the photo already scores well on the paired metrics; identity is 1 by definition
+    and left out.
+    """
+    path = work / "eval" / "photo_unchanged" / "report.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from tfcartoon import evaluate
+    from tfcartoon.models import face_id
+    from tfcartoon.paths import shared_path
+
+    embedder = face_id.load_face_embedder(str(shared_path("models", "face_id",
+                                                          "squeezenet_fp32.tflite")))
+    extract = evaluate.face_id_features(embedder)
+    _, judges = evaluate.load_judge(work / "runs" / "ours")
+    report = {"groups": {}}
+    for index, group in enumerate(GROUPS):
+        data = evaluate.load_group_data(args.data, group, args.size)
+        references = [data.references[n] for n in data.names]
+        scores = evaluate.paired_scores(data.photos, references)
+        report["groups"][group] = {
+            "identity": None, **{k: float(v.mean()) for k, v in scores.items()},
+            "group_agreement": evaluate.group_votes(judges, data.photos, index)["mean"],
+            "kid": evaluate.kid(extract(data.real_cartoons), extract(data.photos))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    return report
+
+
 def cell(key, value):
     if value is None:
         return "n/a"
@@ -182,15 +214,17 @@ def cell(key, value):
 
 
 def best_marks(rows, key):
-    """Index of the best value in ``rows`` for ``key`` (None when no values)."""
+    """Index of the single best value in ``rows`` for ``key`` (None: no values or a tie)."""
     values = [(r[key], i) for i, r in enumerate(rows) if r.get(key) is not None]
     if not values:
         return None
     lower_better = key in ("l1", "kid")
-    return (min if lower_better else max)(values)[1]
+    best_value, best_index = (min if lower_better else max)(values)
+    ties = sum(1 for value, _ in values if value == best_value)
+    return best_index if ties == 1 else None  # a tie has no winner
 
 
-def results_tables(methods, results):
+def results_tables(methods, results, reference=None):
     lines = []
     summary = {}
     for group in GROUPS:
@@ -199,6 +233,10 @@ def results_tables(methods, results):
                   "|---|---|" + "---:|" * len(METRICS)]
         rows = [results[m.runs[group]]["groups"][group] for m in methods]
         best = {key: best_marks(rows, key) for key, _, _ in METRICS}
+        if reference is not None:
+            row = reference["groups"][group]
+            lines.append("| *photo unchanged (floor)* | – | "
+                         + " | ".join(cell(k, row.get(k)) for k, _, _ in METRICS) + " |")
         for i, (method, row) in enumerate(zip(methods, rows)):
             cells = []
             for key, _, _ in METRICS:
@@ -225,7 +263,8 @@ def mean_over_new_groups(summary):
 
 
 def write_results(args, methods, results, timings, wall, path):
-    tables, summary = results_tables(methods, results)
+    reference = photo_reference(args, Path(args.work))
+    tables, summary = results_tables(methods, results, reference)
     script = Path(sys.argv[0])
     if script.is_absolute() and script.is_relative_to(REPO):
         script = script.relative_to(REPO)
@@ -249,9 +288,14 @@ def write_results(args, methods, results, timings, wall, path):
              "Every metric is on each group's 10 held-out photos (`<group>/val/photos`); "
              "L1/PSNR/SSIM against the paired `val/cartoons`; KID against all of the "
              "group's real cartoons (train + val) on face-ID features; group agreement "
-             "by the cartoon discriminators of the `ours` run. Bold: best per column.", "",
+             "by the cartoon discriminators of the `ours` run. Bold: best method per "
+             "column. *Photo unchanged* scores the input photo itself as the cartoon: the "
+             "stand-in cartoons are filtered photos, so it is the floor a model must beat.",
+             "",
              "## Mean over the three few-shot groups", ""]
-    lines += mean_over_new_groups(summary) + ["", "## Per group", ""] + tables
+    floor = {g: {k: reference["groups"][g].get(k) for k, _, _ in METRICS} for g in GROUPS}
+    lines += mean_over_new_groups({**summary, "*photo unchanged (floor)*": floor})
+    lines += ["", "## Per group", ""] + tables
     lines += ["## Methods", ""]
     lines += [f"- **{m.name}**: {m.note}." for m in methods]
     lines += ["", "## Wall time per step of the comparison", "",
