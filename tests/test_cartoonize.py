@@ -210,7 +210,9 @@ def test_keras_generator_loads_with_its_group(generator_file, elderly):
     batch = _batch(3)
     expected = generator.group_model(GROUP)(batch).numpy()
     np.testing.assert_allclose(elderly(batch), expected, atol=1e-5)
-    np.testing.assert_allclose(elderly(batch[:1]), expected[:1], atol=1e-5)
+    # Batch 1 against batch 3: oneDNN may pick other kernels per batch size (rounding
+    # ~1e-5 measured, < 1e-4 everywhere), so this pair gets the wider tolerance.
+    np.testing.assert_allclose(elderly(batch[:1]), expected[:1], atol=1e-4)
 
 
 def test_keras_generator_without_group_lists_its_groups(generator_file):
