@@ -33,6 +33,7 @@ from onnxruntime import quantization  # noqa: E402
 
 from export import common, to_onnx, to_tflite  # noqa: E402
 from tfcartoon import build_generator  # noqa: E402
+from tfcartoon.precision import dtype_policy  # noqa: E402
 
 GROUPS = ["young_women", "young_men", "kids", "elderly"]
 SPEC_GFLOP = 37.3  # 18.65 GMAC per 256x256 image at ngf=32 (SPEC.md)
@@ -96,12 +97,8 @@ def write(path, data):
 
 def keras_candidates(generator, group):
     """Keras float32 and mixed bfloat16 (oneDNN) runs of the group path."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         bf16 = type(generator).from_config(generator.get_config())
-    finally:
-        keras.config.set_dtype_policy(previous)
     bf16.set_weights(generator.get_weights())
     return [Candidate("Keras (tf.function)", "fp32", keras_runner(generator.group_model(group))),
             Candidate("Keras (tf.function)", "mixed bf16", keras_runner(bf16.group_model(group)))]

@@ -36,12 +36,16 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(REPO))
+
+from tfcartoon import evaluate  # noqa: E402
+
 CONFIGS = REPO / "configs"
 NEW_GROUPS = ["young_men", "kids", "elderly"]
 GROUPS = ["young_women"] + NEW_GROUPS
-METRICS = (("identity", "identity ↑", "{:.3f}"), ("l1", "L1 ↓", "{:.4f}"),
-           ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
-           ("group_agreement", "group agr. ↑", "{:.2f}"), ("kid", "KID×10³ ↓", "{:.2f}"))
+# evaluate's report columns, less the judge's own accuracy (printed under each table)
+METRICS = tuple(c for c in evaluate.COLUMNS if c[0] != "group_agreement_real")
 
 
 @dataclasses.dataclass
@@ -184,7 +188,6 @@ def photo_reference(args, work):
     path = work / "eval" / "photo_unchanged" / "report.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from tfcartoon import evaluate
     from tfcartoon.models import face_id
     from tfcartoon.paths import shared_path
 
@@ -206,11 +209,7 @@ def photo_reference(args, work):
     return report
 
 
-def cell(key, value):
-    if value is None:
-        return "n/a"
-    fmt = dict((k, f) for k, _, f in METRICS)[key]
-    return fmt.format(value * 1000.0 if key == "kid" else value)
+cell = evaluate.cell
 
 
 def best_marks(rows, key):

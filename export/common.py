@@ -28,6 +28,7 @@ import tfcartoon
 from export.multigroup import multigroup_core
 from tfcartoon.models.generator import CartoonGenerator
 from tfcartoon.paths import shared_path
+from tfcartoon.precision import dtype_policy
 
 PRECISIONS = ("fp32", "fp16", "int8", "full_int8")
 PARITY_IMAGES = 8
@@ -152,12 +153,8 @@ def as_float32(generator):
     """
     if compute_dtypes(generator) == {"float32"}:
         return generator
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
+    with dtype_policy("float32"):
         rebuilt = type(generator).from_config(generator.get_config())
-    finally:
-        keras.config.set_dtype_policy(previous)
     rebuilt.set_weights(generator.get_weights())
     return rebuilt
 

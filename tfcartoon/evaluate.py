@@ -129,23 +129,17 @@ class GroupData:
     skipped: list                 # "path: reason" of unreadable files
 
 
-def _image_files(folder):
-    from tfcartoon.data.dataset import IMAGE_EXTENSIONS
-
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def _read_folder(folder, size, skipped):
     """{file name: [-1, 1] image resized to ``size``}; unreadable files go to ``skipped``."""
     import cv2
 
+    from tfcartoon.data.dataset import image_files
     from tfcartoon.data.images import ImageReadError, read_image
 
     images = {}
     if not Path(folder).is_dir():
         return images
-    for path in _image_files(folder):
+    for path in map(Path, image_files(folder)):
         try:
             rgb = read_image(path)
         except ImageReadError as error:
@@ -184,21 +178,14 @@ def load_group_data(data_dir, group, size):
 
 def load_judge(run_dir):
     """The cartoon discriminators of a run, float32, from its latest checkpoint."""
-    import keras
-
     from tfcartoon.models.discriminator import build_discriminator
-    from tfcartoon.training.checkpoints import latest_checkpoint, load_state, restore_weights
-    from tfcartoon.training.run import read_run_config
+    from tfcartoon.precision import dtype_policy
+    from tfcartoon.training.checkpoints import restore_weights
+    from tfcartoon.training.run import latest_state
 
-    config = read_run_config(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise EvaluationError(f"judge run {str(run_dir)!r} has no checkpoint yet")
-    state = load_state(checkpoint)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        judges = {}
+    config, checkpoint, state = latest_state(run_dir)
+    judges = {}
+    with dtype_policy("float32"):
         for name in JUDGE_DISCRIMINATORS:
             kind = name.split("_")[1]
             layers = config.model.global_layers if kind == "global" else config.model.local_layers
@@ -206,8 +193,6 @@ def load_judge(run_dir):
                                        config.model.image_size, n_layers=layers, name=name)
             restore_weights(disc, state, name, str(checkpoint))
             judges[name] = disc
-    finally:
-        keras.config.set_dtype_policy(previous)
     return config, judges
 
 

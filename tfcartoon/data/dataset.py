@@ -32,7 +32,8 @@ class GroupFiles:
     cartoons: list
 
 
-def _image_files(folder):
+def image_files(folder):
+    """Sorted paths (str) of the image files directly in ``folder``."""
     return sorted(str(p) for p in Path(folder).iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
@@ -76,7 +77,7 @@ def discover(data_dir, groups, base_group, check_files=True):
             sub = folder / domain
             if not sub.is_dir():
                 raise DatasetError(f"group {group!r}: missing folder {str(sub)!r}")
-            files = _image_files(sub)
+            files = image_files(sub)
             if check_files:
                 bad = [f for f in files if not is_readable(f)]
                 for path in bad:

@@ -18,6 +18,7 @@ from tfcartoon.config import ConfigError, config_from_dict
 from tfcartoon.data.dataset import GroupFiles, discover, training_dataset
 from tfcartoon.gan import CartoonGAN
 from tfcartoon.paths import shared_path
+from tfcartoon.precision import dtype_policy
 from tfcartoon.training import callbacks as cb
 from tfcartoon.training.checkpoints import (
     CheckpointError, latest_checkpoint, load_state, restore_gan, restore_generator)
@@ -164,13 +165,8 @@ def train(config, data_dir, run_dir, init=None, resume=False, devices=None):
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    precision = resolve_precision(config.train.precision)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
+    with dtype_policy(resolve_precision(config.train.precision)):
         return _fit(config, files, run_dir, init, resume, devices, embedder_path)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
 
 def _fit(config, files, run_dir, init, resume, devices, embedder_path):
@@ -228,6 +224,15 @@ def files_by_index(config, files):
     return {g: files[g] for g in config.groups if g in files}
 
 
+def latest_state(run_dir):
+    """(config, checkpoint path, state) of a run's latest checkpoint."""
+    config = read_run_config(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise CheckpointError(f"run {str(run_dir)!r} has no checkpoint yet")
+    return config, checkpoint, load_state(checkpoint)
+
+
 def load(run_dir):
     """Trained generators of a run: ``.photo2cartoon``, ``.cartoon2photo``, ``.config``.
 
@@ -236,22 +241,14 @@ def load(run_dir):
     """
     from tfcartoon.models.generator import build_generator
 
-    config = read_run_config(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise CheckpointError(f"run {str(run_dir)!r} has no checkpoint yet")
-    state = load_state(checkpoint)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        models = {}
+    config, checkpoint, state = latest_state(run_dir)
+    models = {}
+    with dtype_policy("float32"):
         for gen_name in ("photo2cartoon", "cartoon2photo"):
             generator = build_generator(config.groups, config.model.ngf,
                                         config.model.image_size,
                                         config.model.hourglass_depth, name=gen_name)
             restore_generator(generator, state, gen_name, str(checkpoint))
             models[gen_name] = generator
-    finally:
-        keras.config.set_dtype_policy(previous)
     return types.SimpleNamespace(config=config, checkpoint=checkpoint, step=int(state["step"]),
                                  **models)
