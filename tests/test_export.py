@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import onnx
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
@@ -227,6 +228,44 @@ def test_onnx_export_passes_gate(onnx_export, parity, tiny):
     output = to_onnx.run_onnx(path.read_bytes(), photos)
     expected = tiny.group_model("young_women").predict(common.photos_to_float(photos), verbose=0)
     np.testing.assert_allclose(output, expected, atol=2e-3)
+
+
+def onnx_input_shape(path):
+    """The ``photo`` input's dims (ints, or the symbolic name) of an ONNX file."""
+    (photo,) = onnx.load(str(path)).graph.input
+    return [dim.dim_param or dim.dim_value for dim in photo.type.tensor_type.shape.dim]
+
+
+def test_onnx_export_fixes_batch_one_and_still_runs_batches(onnx_export, parity):
+    path, card = onnx_export
+    assert onnx_input_shape(path) == [1, 64, 64, 3]
+    assert card["inputs"][0]["shape"] == [1, 64, 64, 3]
+    photos, _ = parity
+    assert len(photos) > 1 and to_onnx.run_onnx(path.read_bytes(), photos).shape == (
+        len(photos), 64, 64, 3)
+
+
+def test_onnx_export_with_any_batch(tiny, tiny_checkpoint, parity, tmp_path):
+    path, card = to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_men", quick=True,
+                                     parity=parity, batch=None)
+    assert isinstance(onnx_input_shape(path)[0], str)
+    assert card["inputs"][0]["shape"][0] == "N"
+    assert not common.GATES["fp32"].failures(card["parity"])
+
+
+@pytest.mark.parametrize("batch", [0, -1, 1.5, "2"])
+def test_onnx_rejects_a_bad_batch(tiny, tiny_checkpoint, tmp_path, batch):
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_women", batch=batch)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_cli_batch_option():
+    assert to_onnx.parse_args(["--model", "m", "--out", "o"]).batch == 1
+    assert to_onnx.parse_args(["--model", "m", "--out", "o", "--batch", "any"]).batch is None
+    assert to_onnx.parse_args(["--model", "m", "--out", "o", "--batch", "4"]).batch == 4
+    with pytest.raises(SystemExit):
+        to_onnx.parse_args(["--model", "m", "--out", "o", "--batch", "0"])
 
 
 def test_onnx_export_fuses_norms_and_upsampling(onnx_export):
