@@ -32,5 +32,7 @@ setup(
     extras_require={
         "export": EXPORT,
         "dev": EXPORT + ["pytest>=8"],
+        # bench/bench_export.py's OpenVINO rows (bf16 / int8 on x86 CPUs)
+        "bench": EXPORT + ["openvino>=2025.0"],
     },
 )
