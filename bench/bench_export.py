@@ -10,7 +10,8 @@ interleaving the runtimes run by run so that load from other processes hits them
 alike. The ONNX file also runs in OpenVINO (float32, bfloat16 and int8) when
 ``openvino`` is installed (``pip install -e ".[bench]"``). ``--reference`` times an ONNX
 export of the reference photo2cartoon generator in the same loop, so that the latency
-targets, set by that generator on an idle machine, can be checked on the same footing. Fidelity is measured against the Keras float32 output on real p2c photos
+targets, set by that generator on an idle machine, can be checked on the same footing.
+Fidelity is measured against the Keras float32 output on real p2c photos
 (``export.common.parity_images``). Writes the "Export and inference" section of
 BENCHMARKS.md between its markers, leaving the rest of the file alone.
 """
@@ -105,16 +106,6 @@ def openvino_runner(path, threads, precision):
     return lambda image: request.infer({0: image})[0].copy()
 
 
-class PhotoReader(quantization.CalibrationDataReader):
-    """Feeds the parity photos to ONNX Runtime's static quantization calibration."""
-
-    def __init__(self, images):
-        self.batches = iter([{common.PHOTO: image[None]} for image in images])
-
-    def get_next(self):
-        return next(self.batches, None)
-
-
 # === Building the candidates ===
 
 def write(path, data):
@@ -166,20 +157,16 @@ def onnx_candidates(generator, group, images, workdir, threads):
     candidates = [Candidate("ONNX Runtime", "fp32", onnx_runner(full, threads), full, gate),
                   Candidate("ONNX Runtime (any-batch file)", "fp32", onnx_runner(free, threads),
                             free, gate)]
-    log("quantizing ONNX convs to int8 (static QDQ calibrated on the photos, and dynamic)")
+    log("quantizing ONNX convs to int8 (to_onnx --precision int8, and dynamic)")
+    static = write(workdir / f"{group}_int8.onnx",
+                   to_onnx.quantize_int8(full.read_bytes(), images))
     prepared = workdir / f"{group}_prepared.onnx"
     quantization.shape_inference.quant_pre_process(str(full), str(prepared),
                                                    skip_symbolic_shape=True)
-    static = workdir / f"{group}_int8_static.onnx"
-    quantization.quantize_static(str(prepared), str(static), PhotoReader(images),
-                                 quant_format=quantization.QuantFormat.QDQ,
-                                 op_types_to_quantize=["Conv"], per_channel=True,
-                                 activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8)
     dynamic = workdir / f"{group}_int8_dynamic.onnx"
     quantization.quantize_dynamic(str(prepared), str(dynamic), op_types_to_quantize=["Conv"],
                                   weight_type=quantization.QuantType.QUInt8)
-    for path, precision in ((static, "int8 static QDQ convs"), (dynamic, "int8 dynamic convs")):
+    for path, precision in ((static, "int8 (--precision int8)"), (dynamic, "int8 dynamic convs")):
         candidates.append(Candidate("ONNX Runtime", precision, onnx_runner(path, threads),
                                     path, common.GATES["int8"]))
     try:
@@ -191,7 +178,7 @@ def onnx_candidates(generator, group, images, workdir, threads):
     for path, precision, label, gate in (
             (full, "f32", "fp32", common.GATES["fp32"]),
             (full, "bf16", "bf16", common.GATES["fp16"]),
-            (static, "bf16", "int8 static QDQ convs, bf16 elsewhere", common.GATES["int8"])):
+            (static, "bf16", "int8 (--precision int8), bf16 elsewhere", common.GATES["int8"])):
         candidates.append(Candidate("OpenVINO (ONNX file)", label,
                                     openvino_runner(path, threads, precision), path, gate))
     return candidates

@@ -210,6 +210,29 @@ def test_real_size_group_path_fp32_tflite(real_size, tmp_path):
     assert_builtin(card["ops"])
 
 
+def test_real_size_int8_onnx_quantizes_convs_and_passes_its_gate(real_size, tmp_path):
+    generator, checkpoint, parity = real_size
+    fp32_size = 3_831_079 * 4
+    path, card = to_onnx.export_onnx(generator, checkpoint, tmp_path, "young_women",
+                                     parity=parity, quick=True, precision="int8")
+    assert path.name == "young_women_int8.onnx" and card["precision"] == "int8"
+    assert card["parity"]["gate"] == {"min_psnr_db": 30.0}
+    assert card["parity"]["psnr_db"] >= 30.0
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    weight_types = []
+    for conv in (node for node in graph.node if node.op_type == "Conv"):
+        source = producers.get(conv.input[1])
+        weight_types.append(weights[source.input[0]].data_type
+                            if source is not None and source.op_type == "DequantizeLinear"
+                            else weights[conv.input[1]].data_type)
+    # every conv but the image-in and image-out ones reads int8 weights
+    assert weight_types[0] == weight_types[-1] == onnx.TensorProto.FLOAT
+    assert set(weight_types[1:-1]) == {onnx.TensorProto.INT8}
+    assert card["file_size_bytes"] < 0.35 * fp32_size
+
+
 def test_real_size_group_path_fp16_tflite(real_size, tmp_path):
     generator, checkpoint, parity = real_size
     _, card = to_tflite.export_tflite(generator, checkpoint, tmp_path, precision="fp16",
@@ -266,6 +289,19 @@ def test_onnx_cli_batch_option():
     assert to_onnx.parse_args(["--model", "m", "--out", "o", "--batch", "4"]).batch == 4
     with pytest.raises(SystemExit):
         to_onnx.parse_args(["--model", "m", "--out", "o", "--batch", "0"])
+
+
+def test_onnx_int8_gate_refuses_the_tiny_model(tiny, tiny_checkpoint, parity, tmp_path):
+    # 8 channels of random weights lose too much in int8 (~28 dB): the gate must say so.
+    with pytest.raises(common.ParityError, match=r"young_women_int8.onnx.*PSNR .* < 30 dB"):
+        to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_women", parity=parity,
+                            quick=True, precision="int8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_rejects_an_unknown_precision(tiny, tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_women", precision="fp16")
 
 
 def test_onnx_export_fuses_norms_and_upsampling(onnx_export):
