@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "export": EXPORT,
-        "dev": EXPORT + ["pytest>=8"],
+        "dev": EXPORT + ["pytest>=8", "pytest-xdist>=3.5"],
         # bench/bench_export.py's OpenVINO rows (bf16 / int8 on x86 CPUs)
         "bench": EXPORT + ["openvino>=2025.0"],
     },
