@@ -57,6 +57,7 @@ from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer  # noqa: E4
 from tf2onnx.optimizer.upsample_optimizer import UpsampleOptimizer  # noqa: E402
 
 from export import common  # noqa: E402
+from tfcartoon.inference import run_in_batches  # noqa: E402
 
 MIN_OPSET, MAX_OPSET = 13, 18
 PRECISIONS = ("fp32", "int8")
@@ -306,6 +307,8 @@ def quantize_int8(data, images):
     """
     graph = onnx.load_from_string(data).graph
     step = graph.input[0].type.tensor_type.shape.dim[0].dim_value or len(images)
+    # a fixed batch needs whole chunks; repeated images leave the min/max ranges as they are
+    images = np.concatenate([images, np.repeat(images[-1:], -len(images) % step, axis=0)])
     # In topological order the first conv has no conv before it (the image conv) and the
     # last none after it (the output conv).
     convs = [node.name for node in graph.node if node.op_type == "Conv"]
@@ -346,10 +349,9 @@ def run_onnx(data, photos):
     returns float outputs."""
     runner = session(data)
     batch = runner.get_inputs()[0].shape[0]
-    images = common.photos_to_float(photos)
-    step = batch if isinstance(batch, int) else len(images)
-    return np.concatenate([runner.run([common.CARTOON], {common.PHOTO: images[i:i + step]})[0]
-                           for i in range(0, len(images), step)])
+    return run_in_batches(lambda chunk: runner.run([common.CARTOON], {common.PHOTO: chunk})[0],
+                          common.photos_to_float(photos),
+                          batch if isinstance(batch, int) else None)
 
 
 def export_onnx(generator, source, out_dir, group, opset=17, quick=False, overwrite=False,

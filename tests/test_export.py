@@ -276,6 +276,18 @@ def test_onnx_export_with_any_batch(tiny, tiny_checkpoint, parity, tmp_path):
     assert not common.GATES["fp32"].failures(card["parity"])
 
 
+def test_onnx_export_with_a_batch_that_does_not_divide_the_photos(tiny, tiny_checkpoint, parity,
+                                                                   tmp_path):
+    photos, _ = parity
+    assert len(photos) % 3
+    path, card = to_onnx.export_onnx(tiny, tiny_checkpoint, tmp_path, "young_men", quick=True,
+                                     parity=parity, batch=3)
+    assert onnx_input_shape(path)[0] == 3
+    assert not common.GATES["fp32"].failures(card["parity"])
+    expected = tiny.group_model("young_men").predict(common.photos_to_float(photos), verbose=0)
+    np.testing.assert_allclose(to_onnx.run_onnx(path.read_bytes(), photos), expected, atol=2e-3)
+
+
 @pytest.mark.parametrize("batch", [0, -1, 1.5, "2"])
 def test_onnx_rejects_a_bad_batch(tiny, tiny_checkpoint, tmp_path, batch):
     with pytest.raises(ValueError, match="batch must be a positive int"):

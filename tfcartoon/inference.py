@@ -251,17 +251,31 @@ class _OnnxRunner:
                 raise ModelLoadError(f"model {path}: {details.name} is {details.type}; "
                                      "expected tensor(float) or tensor(uint8)")
         self._dtype = _ONNX_TYPES[self._input.type]
-        self._one_at_a_time = self._input.shape[0] == 1
+        fixed = self._input.shape[0]
+        self._batch = fixed if isinstance(fixed, int) else None
 
     def __call__(self, batch):
         """Run the batch; returns float32 (B, S, S, 3) in [-1, 1]."""
-        chunks = np.split(batch, len(batch)) if self._one_at_a_time else [batch]
-        results = []
-        for chunk in chunks:
+        def run(chunk):
             feed = {self._input.name: _encode(chunk, self._dtype, (0.0, 0))}
-            output = self._session.run([self._output.name], feed)[0]
-            results.append(_decode(output, (0.0, 0)))
-        return np.concatenate(results, axis=0)
+            return _decode(self._session.run([self._output.name], feed)[0], (0.0, 0))
+
+        return run_in_batches(run, batch, self._batch)
+
+
+def run_in_batches(run, images, batch):
+    """``run`` over ``images`` in chunks of a model's fixed ``batch`` (None: all at once).
+
+    A short last chunk is padded with copies of its last image, whose outputs are dropped.
+    """
+    if batch is None:
+        return run(images)
+    results = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        padding = np.repeat(chunk[-1:], batch - len(chunk), axis=0)
+        results.append(run(np.concatenate([chunk, padding]))[:len(chunk)])
+    return np.concatenate(results, axis=0)
 
 
 def _square_size(shape, path):
