@@ -385,3 +385,18 @@ def test_scripts_run_from_the_repository_root(script):
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "--model" in result.stdout and "--overwrite" in result.stdout
+
+
+# === A smoke-trained run (configs/smoke.yaml) ===
+
+def test_smoke_trained_run_exports_pass_their_gates(elderly_run, tmp_path, capsys):
+    # The run directory itself is the --model; every file is written only past its gate.
+    argv = ["--model", str(elderly_run), "--group", "elderly", "--out", str(tmp_path)]
+    assert to_tflite.main(argv + ["--precision", "fp16"]) == 0
+    assert to_onnx.main(argv + ["--quick"]) == 0
+    for name in ("elderly_fp16.tflite", "elderly.onnx"):
+        card = json.loads((tmp_path / f"{name}.json").read_text())
+        assert card["groups"] == ["elderly"] and (tmp_path / name).is_file()
+        gate = common.GATES[card["precision"]]
+        assert not gate.failures(card["parity"]), (name, card["parity"])
+        assert card["source"]["path"].startswith(str(elderly_run.resolve()))
