@@ -70,8 +70,8 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
         if logs:
-            self.bar.set_postfix(g=f"{float(logs['g_loss']):.3f}",
-                                 d=f"{float(logs['d_loss']):.3f}", refresh=False)
+            shown = {k[0]: f"{float(logs[k]):.3f}" for k in ("g_loss", "d_loss") if k in logs}
+            self.bar.set_postfix(**shown, refresh=False)
 
     def on_train_end(self, logs=None):
         self.bar.close()
@@ -100,7 +100,7 @@ class StatsWriter(keras.callbacks.Callback):
             return
         seconds = time.perf_counter() - self.started[0]
         steps = self.counter.step - self.started[1]
-        learning_rate = float(self.model.discriminator_optimizer.learning_rate)
+        learning_rate = float(self.model.generator_optimizer.learning_rate)
         record = {"step": self.counter.step, "time": time.time(),
                   "steps_per_sec": steps / seconds if seconds else None,
                   "learning_rate": learning_rate,
