@@ -13,7 +13,7 @@ from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from tests.helpers import require_shared
 from tfcartoon import metrics
-from tfcartoon.models import face_id
+from tfcartoon.models import face_id, tflite_to_keras
 from tfcartoon.paths import ENV_VAR
 
 MODEL = face_id.DEFAULT_EMBEDDER
@@ -140,7 +140,7 @@ def test_unsupported_op_is_named(model_path, tmp_path):
     patched.write_bytes(builder.Output())
 
     with pytest.raises(NotImplementedError, match=r"unsupported TFLite op\(s\) SIN"):
-        face_id.tflite_to_keras(patched)
+        tflite_to_keras.tflite_to_keras(patched)
 
 
 def test_bad_files_are_rejected(tmp_path):
@@ -180,11 +180,11 @@ def test_converter_handles_other_op_kinds(tmp_path):
     keras.utils.set_random_seed(0)
     path = tmp_path / "small.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(_small_graph_with_other_ops()).convert())
-    flat, _ = face_id._read_flatbuffer(path)
-    kinds = {face_id._op_kind(flat, op) for op in flat.subgraphs[0].operators}
+    flat, _ = tflite_to_keras._read_flatbuffer(path)
+    kinds = {tflite_to_keras._op_kind(flat, op) for op in flat.subgraphs[0].operators}
     assert {"AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D", "PAD", "RESHAPE", "LOGISTIC", "RELU"} <= kinds
 
-    model = face_id.tflite_to_keras(path)
+    model = tflite_to_keras.tflite_to_keras(path)
     x = np.random.default_rng(1).uniform(-1, 1, (1, 12, 12, 3)).astype(np.float32)
     reference = _run_tflite(path, x)
     assert np.abs(reference).max() > 0

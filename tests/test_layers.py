@@ -1,6 +1,5 @@
 import keras
 import numpy as np
-import pytest
 
 from tfcartoon.layers import (
     CAMScore, GroupSwitch, InstanceNorm, LIN, ReflectionPad2D, SoftAdaLIN, UnitInterval)

@@ -13,56 +13,25 @@ least one crop, 1 when any did not, 2 for bad arguments.
 """
 
 import argparse
-import csv
-import dataclasses
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from tfcartoon.data import faces
-from tfcartoon.data.images import (
-    DEFAULT_MAX_MEGAPIXELS,
-    DEFAULT_MIN_SIDE,
-    ImageReadError,
-    atomic_output,
-    read_image,
-    write_image,
+from tfcartoon.data.images import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MIN_SIDE
+from tfcartoon.filejobs import (
+    STATUS_OK,
+    Outcome,
+    claim,
+    list_inputs,
+    output_stems,
+    read_and_detect,
+    run_files,
+    summary_line,
+    write_output,
+    write_report,
 )
 
 REPORT_NAME = "prepare_report.csv"
-REPORT_FIELDS = ("input", "status", "faces", "written", "kept", "reason")
-
-STATUS_OK = "ok"
-STATUS_NO_FACE = "no_face"
-STATUS_UNREADABLE = "unreadable"
-STATUS_WRITE_FAILED = "write_failed"
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What happened to one input file (one report row)."""
-
-    input: str
-    status: str = STATUS_OK
-    faces: int = 0
-    written: list = dataclasses.field(default_factory=list)
-    kept: list = dataclasses.field(default_factory=list)
-    reason: str = ""
-
-    def row(self):
-        """The outcome as a flat dict for the CSV/JSON report."""
-        return {
-            "input": self.input,
-            "status": self.status,
-            "faces": self.faces,
-            "written": ";".join(self.written),
-            "kept": ";".join(self.kept),
-            "reason": self.reason,
-        }
 
 
 def build_parser():
@@ -113,112 +82,34 @@ def check_dirs(raw_dir, out_dir):
     return None
 
 
-def list_inputs(raw_dir):
-    """Every regular file under ``raw_dir`` (recursively, sorted), skipping hidden files and folders."""
-    files = []
-    for folder, subfolders, names in os.walk(raw_dir):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        files.extend(Path(folder, name) for name in sorted(names) if not name.startswith("."))
-    return [path for path in files if path.is_file()]
-
-
-def output_stems(inputs, raw_dir):
-    """Map each input to its output path without suffix: same sub-folders, the file's stem.
-
-    Two inputs differing only by extension (``a.jpg``, ``a.png``) get the
-    extension in the stem (``a_jpg``, ``a_png``) so their crops never collide.
-    """
-    relative = [path.relative_to(raw_dir) for path in inputs]
-    counts = {}
-    for rel in relative:
-        key = rel.with_suffix("")
-        counts[key] = counts.get(key, 0) + 1
-    stems = {}
-    for path, rel in zip(inputs, relative):
-        key = rel.with_suffix("")
-        clashes = counts[key] > 1 and rel.suffix
-        stems[path] = key.with_name(f"{key.name}_{rel.suffix.lstrip('.')}") if clashes else key
-    return stems
-
-
 def process_file(path, stem, options, detector, segmenter, protected):
     """Read, detect, align and write the crops of one input; return its ``Outcome``."""
+    from tfcartoon.data import faces
+
     outcome = Outcome(input=str(path.relative_to(options.raw_dir)))
-    try:
-        image = read_image(path, min_side=options.min_image_side, max_megapixels=options.max_megapixels)
-    except ImageReadError as error:
-        outcome.status, outcome.reason = STATUS_UNREADABLE, error.reason
+    detected = read_and_detect(path, outcome, options, detector)
+    if detected is None:
         return outcome
-    found = detector.detect(image)
-    if options.largest_only:
-        found = found[:1]
-    outcome.faces = len(found)
-    if not found:
-        outcome.status = STATUS_NO_FACE
-        outcome.reason = f"no face of at least {options.min_face} px found in {image.shape[1]}x{image.shape[0]} px"
-        return outcome
+    image, found = detected
     for index, face in enumerate(found):
         target = options.out_dir / stem.parent / f"{stem.name}_face{index}.{options.format}"
-        shown = str(target.relative_to(options.out_dir))
-        if target.resolve() in protected:
-            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"{shown} would overwrite an input file"
-            continue
-        if target.exists() and not options.overwrite:
-            outcome.kept.append(shown)
-            continue
-        crop = faces.align_face(image, face, size=options.size, segmenter=segmenter).image
-        try:
-            write_image(target, crop, overwrite=options.overwrite)
-        except OSError as error:
-            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"cannot write {shown}: {error}"
-            continue
-        outcome.written.append(shown)
+        if claim(target, outcome, options, protected):
+            crop = faces.align_face(image, face, size=options.size, segmenter=segmenter).image
+            write_output(target, crop, outcome, options)
     return outcome
-
-
-def write_report(path, outcomes):
-    """Write the outcomes as CSV or JSON (by ``path``'s extension), atomically."""
-    rows = [outcome.row() for outcome in outcomes]
-    with atomic_output(path) as temp_name, open(temp_name, "w", encoding="utf-8", newline="") as stream:
-        if path.suffix.lower() == ".json":
-            json.dump(rows, stream, indent=1)
-            stream.write("\n")
-        else:
-            writer = csv.DictWriter(stream, fieldnames=REPORT_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-def summary_line(outcomes, seconds):
-    """One line totalling the run: files, crops written and kept, failures by kind."""
-    failed = [o for o in outcomes if o.status != STATUS_OK]
-    by_status = {}
-    for outcome in failed:
-        by_status[outcome.status] = by_status.get(outcome.status, 0) + 1
-    written = sum(len(o.written) for o in outcomes)
-    kept = sum(len(o.kept) for o in outcomes)
-    head = "FAILED" if failed else "OK"
-    detail = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()))
-    failures = f"{len(failed)} failed ({detail})" if failed else "0 failed"
-    return (f"prepare {head}: {len(outcomes)} files, {len(outcomes) - len(failed)} ok, {failures}; "
-            f"{written} crops written, {kept} kept; {seconds:.1f} s")
 
 
 def run(options):
     """Process every input under ``options.raw_dir``; return the list of ``Outcome``."""
+    from tfcartoon.data import faces
+
     detector = faces.FaceDetector(min_face=options.min_face, min_confidence=options.min_confidence)
     segmenter = faces.TFLiteSegmenter(options.segment_model) if options.segment_model else None
     inputs = list_inputs(options.raw_dir)
     stems = output_stems(inputs, options.raw_dir)
     protected = {path.resolve() for path in inputs}
-    outcomes = []
-    hide = True if options.no_progress else None  # None: shown only when stderr is a terminal
-    with tqdm(inputs, desc="prepare", unit="file", file=sys.stderr, disable=hide) as bar:
-        for path in bar:
-            outcome = process_file(path, stems[path], options, detector, segmenter, protected)
-            if outcome.status != STATUS_OK:
-                bar.write(f"{path}: {outcome.status}: {outcome.reason}", file=sys.stderr)
-            outcomes.append(outcome)
-    return outcomes
+    return run_files("prepare", inputs, lambda path: process_file(
+        path, stems[path], options, detector, segmenter, protected), options.no_progress)
 
 
 def argument_problem(options, report):
@@ -250,7 +141,7 @@ def main(argv=None):
     start = time.perf_counter()
     outcomes = run(options)
     write_report(report, outcomes)
-    line = summary_line(outcomes, time.perf_counter() - start)
+    line = summary_line("prepare", outcomes, time.perf_counter() - start, "crops")
     print(f"{line}; report: {report}", file=sys.stderr)
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
 
