@@ -18,6 +18,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfcartoon", "tfcartoon.*"]),
+    # Presets: trained weights shipped with the package (tfcartoon/presets/<name>/).
+    package_data={"tfcartoon": ["presets/*/weights.npz", "presets/*/preset.json",
+                                "presets/*/MODEL_CARD.md"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorboard>=2.20",

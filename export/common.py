@@ -104,20 +104,35 @@ def gate_for(precision, app=False):
 
 # === Loading ===
 
-def load_checkpoint(path):
+def _load_errors():
+    from tfcartoon.preset import PresetError
+    from tfcartoon.training.checkpoints import CheckpointError
+    from tfcartoon.training.run import TrainingError
+
+    return (ValueError, TypeError, OSError, RuntimeError, PresetError, CheckpointError,
+            TrainingError)
+
+
+# What loading a model can raise; the CLIs turn each into one line and exit status 2.
+LOAD_ERRORS = _load_errors()
+
+
+def load_checkpoint(path=None):
     """Load a photo2cartoon generator; returns ``(generator, checkpoint file)``.
 
-    ``path`` is a ``.keras`` file or a training run directory, read with
-    ``tfcartoon.load(path).photo2cartoon`` (its latest checkpoint).
+    ``path`` is a ``.keras`` file, a training run directory, read with
+    ``tfcartoon.load(path).photo2cartoon`` (its latest checkpoint), or
+    ``preset:NAME``; None is the default preset shipped with the package.
     """
+    from tfcartoon.preset import DEFAULT_PRESET, load_preset, parse_preset_ref
+
+    preset = DEFAULT_PRESET if path is None else parse_preset_ref(path)
+    if preset is not None:
+        loaded = load_preset(preset)
+        return loaded.photo2cartoon, loaded.checkpoint
     path = Path(path)
     if path.is_dir():
-        loader = getattr(tfcartoon, "load", None)
-        if loader is None:
-            raise RuntimeError(
-                f"{path} is a directory, read as a training run with tfcartoon.load(), "
-                "which this tfcartoon does not provide; pass a .keras file instead")
-        run = loader(path)
+        run = tfcartoon.load(path)
         generator, checkpoint = run.photo2cartoon, Path(getattr(run, "checkpoint", path))
     elif path.is_file() and path.suffix == ".keras":
         generator, checkpoint = keras.models.load_model(path, compile=False), path
@@ -130,6 +145,34 @@ def load_checkpoint(path):
         raise TypeError(f"{path}: expected a tfcartoon CartoonGenerator, got "
                         f"{type(generator).__name__}")
     return generator, checkpoint
+
+
+def load_for_cli(model, group):
+    """(generator, checkpoint, groups) for an export CLI, or None after printing the
+    one-line error (the caller exits with status 2)."""
+    import sys
+
+    try:
+        generator, checkpoint = load_checkpoint(model)
+        groups = check_groups(generator, group or "all")
+    except LOAD_ERRORS as error:
+        print(f"error: --model {model or 'preset:young_women'}: {error}", file=sys.stderr)
+        return None
+    for name in untrained_groups(model, groups):
+        print(f"warning: --model {model}: the {name} branch was not trained by this run "
+              "(it is the base branch's copy or its initial weights); exporting it anyway",
+              file=sys.stderr)
+    return generator, checkpoint, groups
+
+
+def untrained_groups(model, groups):
+    """Those of ``groups`` whose branch the run directory ``model`` did not train."""
+    from tfcartoon.training.run import read_run_config, trained_groups
+
+    if model is None or not Path(model).is_dir():
+        return []
+    trained = trained_groups(read_run_config(model))
+    return [name for name in groups if name not in trained]
 
 
 def load_generator(path):

@@ -13,6 +13,8 @@ single-group file, against 1.20x for this layout.
 
 import tensorflow as tf
 
+from tfcartoon.models.generator import group_path
+
 
 def select_branch(index, branches):
     """``branches[index]()`` as nested ``tf.cond`` (TFLite has IF but no CASE).
@@ -39,10 +41,14 @@ def multigroup_core(generator, wrap):
 
     def core(image, group):
         index = group[0]
-        x = select_branch(index, [lambda head=head: head(image) for head in heads])
-        x, *content = encoder(x)
-        x = select_branch(index, [lambda cam=cam: cam(x)[0] for cam in cams])
-        x, _ = decoder([x, *content])
-        return select_branch(index, [lambda tail=tail: tail(x) for tail in tails])
+
+        def switch(layers, pick=lambda out: out):
+            return lambda x: select_branch(index, [lambda f=f: pick(f(x)) for f in layers])
+
+        def cam(x):  # the CAM logits are not an output of the export
+            return switch(cams, pick=lambda out: out[0])(x), None
+
+        cartoon, _, _ = group_path(image, switch(heads), encoder, cam, decoder, switch(tails))
+        return cartoon
 
     return core

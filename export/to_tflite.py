@@ -7,7 +7,8 @@
 Writes ``<group>_<precision>[_app].tflite`` (or ``multigroup_<precision>[_app].tflite``)
 and a model card ``<file>.json`` beside it. Only TFLite builtin ops are allowed; the
 file is written only when the converted model matches the Keras float32 model on
-real face photos within the precision's gate (``export.common.GATES``).
+real face photos (synthetic images when the shared data are absent; the
+model card says which) within the precision's gate (``export.common.GATES``).
 """
 
 import argparse
@@ -227,11 +228,14 @@ def parse_args(argv=None):
     """Command-line options."""
     parser = argparse.ArgumentParser(
         description="Export photo->cartoon group paths of a tfcartoon generator to TFLite. "
-                    "Each file is checked against the Keras model on real photos first and "
+                    "Each file is checked against the Keras model first (on real photos from "
+                    "the shared data when present, else on synthetic images; the output and "
+                    "model card say which) and "
                     "is not written if it disagrees.")
-    parser.add_argument("--model", required=True,
-                        help="generator checkpoint: a .keras file or a training run directory")
-    parser.add_argument("--group", default="all",
+    parser.add_argument("--model", default=None,
+                        help="generator: a .keras file, a training run directory or "
+                             "preset:NAME (default: the shipped young_women preset)")
+    parser.add_argument("--group", default=None,
                         help="group to export, or 'all' for one file per group (default: all)")
     parser.add_argument("--precision", choices=common.PRECISIONS, default="fp32",
                         help="fp32, fp16 (weights), int8 (dynamic-range weights) or "
@@ -241,7 +245,7 @@ def parse_args(argv=None):
                         help="app-ready variant: uint8 RGB in and out, scaling in the model")
     parser.add_argument("--multigroup", action="store_true",
                         help="one file with every group (shared trunk stored once), "
-                             "selected by an int32 'group' input; --group is ignored")
+                             "selected by an int32 'group' input (not with --group)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser.parse_args(argv)
 
@@ -250,8 +254,15 @@ def main(argv=None):
     """Export every requested file; returns the exit status (1 if any was refused)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
-    generator, checkpoint = common.load_checkpoint(args.model)
-    jobs = [None] if args.multigroup else common.check_groups(generator, args.group)
+    if args.multigroup and args.group is not None:
+        print(f"error: --multigroup writes every group into one file; --group {args.group} "
+              "cannot apply (drop one of them)", file=sys.stderr)
+        return 2
+    loaded = common.load_for_cli(args.model, args.group)
+    if loaded is None:
+        return 2
+    generator, checkpoint, groups = loaded
+    jobs = [None] if args.multigroup else groups
     failed = False
     for group in jobs:
         try:
@@ -265,7 +276,7 @@ def main(argv=None):
         parity = card["parity"]
         psnr = "identical" if parity["psnr_db"] is None else f"PSNR {parity['psnr_db']:.1f} dB"
         print(f"wrote {path} ({card['file_size_bytes'] / 1e6:.2f} MB): max abs err "
-              f"{parity['max_abs_err']:.3g}, {psnr}")
+              f"{parity['max_abs_err']:.3g}, {psnr} on {parity['images']}")
     return 1 if failed else 0
 
 

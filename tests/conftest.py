@@ -29,6 +29,18 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def face_id_file(tmp_path_factory):
+    """The shared face-ID model when present, else a small stand-in with its contract."""
+    from tfcartoon.paths import shared_path
+    from tests.helpers import tiny_face_embedder
+
+    shared = shared_path("models", "face_id", "squeezenet_fp32.tflite")
+    if shared is not None:
+        return shared
+    return tiny_face_embedder(tmp_path_factory.mktemp("face_id") / "tiny_face_id.keras")
+
+
+@pytest.fixture(scope="session")
 def base_run(data_dir, tmp_path_factory):
     from tfcartoon.training.run import train
     from tests.helpers import BASE, tiny_config

@@ -19,9 +19,14 @@ ELDERLY = ["train.stage=fewshot", "train.group=elderly", "train.steps=4"]
 
 
 def tiny_config(*overrides):
+    """configs/smoke.yaml at test sizes. Without the shared face-ID model the face-ID loss
+    is switched off explicitly (``face_id.model=null``); a configured but missing model
+    is an error."""
     from tfcartoon.config import load_config
 
-    return load_config(SMOKE, TINY + list(overrides))
+    face_id = [] if shared_path("models", "face_id", "squeezenet_fp32.tflite") else [
+        "face_id.model=null"]
+    return load_config(SMOKE, TINY + face_id + list(overrides))
 
 
 def require_shared(*parts):
@@ -50,3 +55,20 @@ def make_dataset(root, groups=GROUPS, count=3):
                 image = Image.fromarray(small).resize((80, 80), Image.BILINEAR)
                 image.save(folder / f"{index:03d}.png")
     return root
+
+
+def tiny_face_embedder(path):
+    """Write a small random face-ID stand-in, (B, 112, 112, 3) -> (B, 128), to ``path``.
+
+    For tests that need *an* embedder with the real one's contract (an evaluation report,
+    a face-ID loss), not its judgement of identity.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((112, 112, 3), name="image")
+    x = keras.layers.Conv2D(8, 5, strides=4, activation="relu")(image)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    embedding = keras.layers.Dense(128)(x)
+    keras.Model(image, embedding, name="tiny_face_id").save(path)
+    return path

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -62,12 +63,15 @@ def elderly(generator_file):
 @pytest.fixture
 def cached_model(generator_file, elderly, monkeypatch):
     """The CLI reuses the module's loaded model for (generator.keras, elderly); other requests load for real."""
-    def load(path, group=None):
-        if Path(path) == generator_file[0] and group == GROUP:
-            return elderly
-        return inference.load_cartoonizer(path, group)
+    real = inference.load_cartoonizer
 
-    monkeypatch.setattr(cartoonize, "load_cartoonizer", load)
+    def load(path=None, group=None):
+        if path is not None and Path(path) == generator_file[0] and group == GROUP:
+            return elderly
+        return real(path, group)
+
+    # cartoonize imports load_cartoonizer when it runs (so --help needs no TensorFlow)
+    monkeypatch.setattr(inference, "load_cartoonizer", load)
     return generator_file[0]
 
 
@@ -321,3 +325,30 @@ def test_run_directory_without_checkpoint_is_a_load_error(tmp_path):
     (tmp_path / "config.yaml").write_text(load_config().to_yaml(), encoding="utf-8")
     with pytest.raises(inference.ModelLoadError, match="cannot load the run .*no checkpoint"):
         inference.load_cartoonizer(tmp_path, GROUP)
+
+
+def test_a_run_draws_its_trained_branches_and_warns_about_the_others(base_run, elderly_run,
+                                                                      caplog):
+    from tfcartoon.training.run import load
+
+    run = load(base_run)
+    base = run.photo2cartoon
+    batch = np.random.default_rng(0).uniform(
+        -1, 1, (2, base.image_size, base.image_size, 3)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        plain = inference.load_cartoonizer(base_run)
+    assert plain.group == "young_women" and not caplog.records
+    with caplog.at_level(logging.WARNING):
+        asked = inference.load_cartoonizer(base_run, "elderly")
+    assert any("only the young_women branch" in r.getMessage() for r in caplog.records)
+    expected = base.group_model("young_women")(batch).numpy()
+    np.testing.assert_allclose(asked(batch), expected, atol=1e-5)  # like evaluate
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        inference.load_cartoonizer(elderly_run, "elderly")
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        inference.load_cartoonizer(elderly_run, "kids")
+    assert any("kids branch was not trained" in r.getMessage() for r in caplog.records)
+    with pytest.raises(inference.ModelLoadError, match="unknown group 'pirates'"):
+        inference.load_cartoonizer(base_run, "pirates")

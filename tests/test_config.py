@@ -15,7 +15,8 @@ def test_defaults_are_the_reference_hyper_parameters():
 
 def test_overrides_are_parsed_as_yaml_values():
     config = load_config(None, ["train.steps=12", "loss.cycle=20", "train.group=kids",
-                                "groups=[a, b, kids]"])
+                                "groups=[a, b, kids]", "train.stage=fewshot",
+                                "train.log_every=4"])
     assert config.train.steps == 12 and config.loss.cycle == 20.0
     assert config.fewshot_groups == ["kids"]
     assert parse_override("a.b=") == {"a": {"b": None}}
@@ -36,6 +37,16 @@ def test_unknown_key_suggests_the_closest():
     ("data.resize=128", "data.resize .* must be at least model.image_size"),
     ("data.pool_groups=[teens]", r"data.pool_groups \['teens'\] not in groups"),
     ("data.pool_groups=[kids, kids]", "lists a group twice"),
+    ("train.group=kids", "train.group='kids' applies to the fewshot stage only"),
+    ("train.update_rule=full", "train.update_rule='full' applies to the fewshot stage only"),
+    ("train.lr=0", "train.lr must be a positive number"),
+    ("train.lr=.nan", "train.lr must be a positive number"),
+    ("loss.cycle=-1", "loss.cycle must be a finite number >= 0"),
+    ("loss.cam=.nan", "loss.cam must be a finite number >= 0"),
+    ("face_id.weight=-0.5", "face_id.weight must be a finite number >= 0"),
+    ("model.hourglass_depth=5", "model.hourglass_depth must be 1, 2, 3 or 4"),
+    ("model.image_size=64", r"model.global_layers=7 needs images of at least 96 px.*6 layers"),
+    ("train.steps=150", r"train.steps \(150\) must be a multiple of train.log_every \(100\)"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -43,6 +54,17 @@ def test_bad_values_name_the_key_and_what_was_expected(override, message):
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_saved_base_runs_with_the_old_strict_default_still_load():
+    from tfcartoon.config import config_from_dict
+
+    values = load_config().to_dict()
+    values["train"]["update_rule"] = "strict"  # what base runs used to record
+    assert config_from_dict(values).train.update_rule is None
+    values["train"]["update_rule"] = "full"
+    with pytest.raises(ConfigError, match="fewshot stage only"):
+        config_from_dict(values)
 
 
 def test_pool_groups_is_for_the_base_stage_only():

@@ -61,3 +61,28 @@ def test_save_and_load_reproduce_outputs(tmp_path):
     loaded = keras.models.load_model(tmp_path / "d.keras")
     np.testing.assert_array_equal(loaded(images)["patch_logit"].numpy(),
                                   disc(images)["patch_logit"].numpy())
+
+
+def test_spectral_norm_writes_w_over_sigma_and_is_not_differentiated_through_sigma():
+    """Deviation kept (README, "Deviations"): Keras's SpectralNormalization normalises the
+    kernel variable in place during training calls, and the gradient treats sigma as a
+    constant. PyTorch's spectral_norm differentiates through sigma."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    layer = keras.layers.SpectralNormalization(keras.layers.Dense(3, use_bias=False),
+                                               power_iterations=50)
+    x = rng.normal(size=(5, 4)).astype("float32")
+    weights = rng.normal(size=(5, 3)).astype("float32")
+    layer.build(x.shape)
+    kernel = layer.layer.kernel
+    kernel.assign(rng.normal(size=(4, 3)).astype("float32") * 3.0)
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * weights)
+    grad = tape.gradient(loss, kernel)
+    # the variable now holds W / sigma: its largest singular value is 1
+    assert np.linalg.svd(kernel.numpy(), compute_uv=False)[0] == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(y.numpy(), x @ kernel.numpy(), atol=1e-5)
+    # and the gradient is that of x @ K for a constant K: no term through sigma
+    np.testing.assert_allclose(grad.numpy(), x.T @ weights, atol=1e-4)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tfcartoon import evaluate
-from tests.helpers import GROUPS, make_dataset, require_shared
+from tests.helpers import GROUPS, make_dataset
 
 METRICS = ("identity", "l1", "psnr", "ssim", "group_agreement", "group_agreement_real", "kid")
 
@@ -67,13 +67,12 @@ def test_grid_rows_are_photo_cartoon_reference():
 
 
 @pytest.fixture(scope="module")
-def report(elderly_run, data_dir, tmp_path_factory):
+def report(elderly_run, data_dir, face_id_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return out, evaluate.evaluate(elderly_run, data_dir, out)
+    return out, evaluate.evaluate(elderly_run, data_dir, out, face_id_model=face_id_file)
 
 
 def test_evaluate_writes_every_metric_for_every_group(report):
-    require_shared("models", "face_id", "squeezenet_fp32.tflite")
     out, result = report
     assert list(result["groups"]) == GROUPS
     on_disk = json.loads((out / "report.json").read_text())
@@ -102,47 +101,56 @@ def test_grid_holds_one_row_per_photo(report, elderly_run):
     assert image.shape == (size * result["groups"]["elderly"]["photos"], 3 * size, 3)
 
 
-def test_a_base_stage_run_uses_its_base_branch_everywhere(base_run, data_dir, tmp_path):
-    result = evaluate.evaluate(base_run, data_dir, tmp_path / "r", groups=["kids"])
+def test_a_base_stage_run_uses_its_base_branch_everywhere(base_run, data_dir, face_id_file,
+                                                         tmp_path):
+    result = evaluate.evaluate(base_run, data_dir, tmp_path / "r", groups=["kids"],
+                               face_id_model=face_id_file)
     assert result["groups"]["kids"]["branch"] == "young_women"
     assert "base-stage run" in result["branches"]
 
 
-def test_report_folder_is_not_overwritten(report, elderly_run, data_dir):
+def test_report_folder_is_not_overwritten(report, elderly_run, data_dir, face_id_file):
     out, _ = report
     before = (out / "report.json").read_bytes()
     with pytest.raises(evaluate.EvaluationError, match="--overwrite"):
-        evaluate.evaluate(elderly_run, data_dir, out)
+        evaluate.evaluate(elderly_run, data_dir, out, face_id_model=face_id_file)
     assert (out / "report.json").read_bytes() == before
 
 
-def test_bad_inputs_are_named(elderly_run, tmp_path):
+def test_bad_inputs_are_named(elderly_run, face_id_file, tmp_path):
     data = make_dataset(tmp_path / "data", count=2)
     with pytest.raises(evaluate.EvaluationError, match="not in the run's groups"):
-        evaluate.evaluate(elderly_run, data, tmp_path / "a", groups=["pensioners"])
+        evaluate.evaluate(elderly_run, data, tmp_path / "a", groups=["pensioners"],
+                          face_id_model=face_id_file)
     with pytest.raises(evaluate.EvaluationError, match="--branch 'nobody'"):
-        evaluate.evaluate(elderly_run, data, tmp_path / "b", branch="nobody")
+        evaluate.evaluate(elderly_run, data, tmp_path / "b", branch="nobody",
+                          face_id_model=face_id_file)
     with pytest.raises(evaluate.EvaluationError, match="is not a run directory"):
-        evaluate.evaluate(tmp_path, data, tmp_path / "c")
+        evaluate.evaluate(tmp_path, data, tmp_path / "c",
+                          face_id_model=face_id_file)
     empty = tmp_path / "empty"
     (empty / "kids").mkdir(parents=True)
     with pytest.raises(evaluate.EvaluationError, match="kids/val/photos"):
-        evaluate.evaluate(elderly_run, empty, tmp_path / "d", groups=["kids"])
+        evaluate.evaluate(elderly_run, empty, tmp_path / "d", groups=["kids"],
+                          face_id_model=face_id_file)
 
 
-def test_unreadable_val_images_are_reported_and_skipped(elderly_run, tmp_path):
+def test_unreadable_val_images_are_reported_and_skipped(elderly_run, face_id_file, tmp_path):
     data = make_dataset(tmp_path / "data", groups=["kids"], count=2)
     (data / "kids" / "val" / "photos" / "broken.jpg").write_bytes(b"not an image")
-    result = evaluate.evaluate(elderly_run, data, tmp_path / "r", groups=["kids"])
+    result = evaluate.evaluate(elderly_run, data, tmp_path / "r", groups=["kids"],
+                               face_id_model=face_id_file)
     entry = result["groups"]["kids"]
     assert entry["photos"] == 2
     assert any("broken.jpg" in item for item in entry["skipped"])
     assert "broken.jpg" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_cli_writes_the_report_and_exits_2_on_bad_input(elderly_run, data_dir, tmp_path, capsys):
+def test_cli_writes_the_report_and_exits_2_on_bad_input(elderly_run, data_dir, face_id_file,
+                                                       tmp_path, capsys):
     assert evaluate.main(["--model", str(elderly_run), "--data", str(data_dir),
-                          "--out", str(tmp_path / "r"), "--groups", "elderly"]) == 0
+                          "--out", str(tmp_path / "r"), "--groups", "elderly",
+                          "--face-id", str(face_id_file)]) == 0
     assert "| elderly | elderly |" in capsys.readouterr().out
     saved = yaml.safe_load((tmp_path / "r" / "report.json").read_text())
     assert list(saved["groups"]) == ["elderly"]

@@ -32,6 +32,14 @@ def test_parameter_counts_match_the_reference(full):
         assert full.group_model(name).count_params() == 3_831_079
         assert _count(full.group_variables(name)) == 214_913
     assert _count(full.shared_variables) == 3_616_166
+    # Deviation kept (README, "Deviations"): each group's CAM scoring pair (GAP and GMP
+    # Dense 128->1 with bias, 258 parameters) is that group's own variable, trained only
+    # with its branch. SPEC.md counts the same rows as one shared (128, n_groups) layer;
+    # moving them over gives its split exactly.
+    cam = _count(full.cams[0].trainable_variables)
+    assert cam == 258
+    assert _count(full.group_variables("elderly")) - cam == 110_051 + 104_604
+    assert _count(full.shared_variables) + len(GROUPS) * cam == 3_617_198
 
 
 def test_group_and_shared_variables_partition_the_trainable_variables(tiny):

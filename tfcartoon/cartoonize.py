@@ -1,6 +1,6 @@
 """Turn face photos into cartoons with a trained model.
 
-    python -m tfcartoon.cartoonize INPUT... --model PATH [--group NAME] -o OUT_DIR [--paste-back]
+    python -m tfcartoon.cartoonize INPUT... [--model PATH] [--group NAME] -o OUT_DIR [--paste-back]
 
 Each INPUT is a photo or a folder searched recursively (hidden files and folders
 excepted; every other file is tried, whatever its extension). Every face above
@@ -10,7 +10,8 @@ model's image size), cartoonized, and written as
 ``--paste-back`` also writes the photo with every cartoon pasted back in place,
 ``<stem>_cartoonized.jpg``. A folder's sub-folder layout is kept in OUT_DIR; files
 named directly go to OUT_DIR's top. The model is a run directory, a ``.keras``,
-``.tflite`` or ``.onnx`` file (see ``tfcartoon.inference``).
+``.tflite`` or ``.onnx`` file, or ``preset:NAME``; without ``--model`` the shipped
+young_women preset draws (see ``tfcartoon.inference``).
 
 A report (CSV or JSON, by the extension) lists every input with its outcome, in
 the same columns as ``python -m tfcartoon.prepare``; every file that yields no
@@ -21,32 +22,24 @@ every file gave at least one cartoon, 1 when any did not, 2 for bad arguments
 """
 
 import argparse
-import collections
 import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from tfcartoon.data import faces
-from tfcartoon.data.images import (
-    DEFAULT_MAX_MEGAPIXELS,
-    DEFAULT_MIN_SIDE,
-    ImageReadError,
-    read_image,
-    write_image,
-)
-from tfcartoon.inference import ModelLoadError, load_cartoonizer
-from tfcartoon.prepare import (
-    STATUS_NO_FACE,
+from tfcartoon.data.images import DEFAULT_MAX_MEGAPIXELS, DEFAULT_MIN_SIDE
+from tfcartoon.filejobs import (
     STATUS_OK,
-    STATUS_UNREADABLE,
-    STATUS_WRITE_FAILED,
     Outcome,
+    claim,
     list_inputs,
     output_stems,
+    read_and_detect,
+    run_files,
+    summary_line,
+    write_output,
     write_report,
 )
 
@@ -67,8 +60,9 @@ def build_parser():
     )
     parser.add_argument("inputs", metavar="INPUT", type=Path, nargs="+",
                         help="photo, or folder of photos searched recursively")
-    parser.add_argument("--model", type=Path, required=True,
-                        help="run directory (with config.yaml), or a .keras, .tflite or .onnx model")
+    parser.add_argument("--model", default=None,
+                        help="run directory (with config.yaml), a .keras, .tflite or .onnx model, or "
+                             "preset:NAME (default: the shipped young_women preset)")
     parser.add_argument("--group", default=None,
                         help="group to draw (e.g. elderly); required when the model holds several groups")
     parser.add_argument("-o", "--out-dir", type=Path, required=True,
@@ -185,39 +179,17 @@ def output_targets(stem, face_count, options):
     return targets
 
 
-def pending_targets(targets, outcome, options, protected):
-    """The targets to write; records kept outputs and refused ones (would overwrite an input) in ``outcome``."""
-    pending = []
-    for target in targets:
-        shown = str(target.relative_to(options.out_dir))
-        if target.resolve() in protected:
-            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"{shown} would overwrite an input file"
-        elif target.exists() and not options.overwrite:
-            outcome.kept.append(shown)
-        else:
-            pending.append(target)
-    return pending
-
-
 def process_file(path, stem, options, detector, cartoonizer, protected):
     """Read, detect, align, cartoonize and write the outputs of one input; return its ``Outcome``."""
+    from tfcartoon.data import faces
+
     outcome = Outcome(input=str(path))
-    try:
-        image = read_image(path, min_side=options.min_image_side, max_megapixels=options.max_megapixels)
-    except ImageReadError as error:
-        outcome.status, outcome.reason = STATUS_UNREADABLE, error.reason
+    detected = read_and_detect(path, outcome, options, detector)
+    if detected is None:
         return outcome
-    found = detector.detect(image)
-    if options.largest_only:
-        found = found[:1]
-    outcome.faces = len(found)
-    if not found:
-        outcome.status = STATUS_NO_FACE
-        height, width = image.shape[:2]
-        outcome.reason = f"no face of at least {options.min_face} px found in {width}x{height} px"
-        return outcome
+    image, found = detected
     targets = output_targets(stem, len(found), options)
-    pending = pending_targets(targets, outcome, options, protected)
+    pending = [target for target in targets if claim(target, outcome, options, protected)]
     if not pending:
         return outcome
     aligned = [faces.align_face(image, face, size=cartoonizer.image_size) for face in found]
@@ -227,18 +199,14 @@ def process_file(path, stem, options, detector, cartoonizer, protected):
     if options.paste_back and targets[-1] in pending:
         images[targets[-1]] = paste_all(image, aligned, cartoons)
     for target in pending:
-        shown = str(target.relative_to(options.out_dir))
-        try:
-            write_image(target, images[target], overwrite=options.overwrite)
-        except OSError as error:
-            outcome.status, outcome.reason = STATUS_WRITE_FAILED, f"cannot write {shown}: {error}"
-            continue
-        outcome.written.append(shown)
+        write_output(target, images[target], outcome, options)
     return outcome
 
 
 def paste_all(image, aligned, cartoons):
     """The photo with every face's cartoon pasted back through its alignment affine."""
+    from tfcartoon.data import faces
+
     composite = image
     for crop, cartoon in zip(aligned, cartoons):
         composite = faces.paste_back(composite, cartoon, crop.affine)
@@ -247,28 +215,12 @@ def paste_all(image, aligned, cartoons):
 
 def run(options, cartoonizer, inputs):
     """Cartoonize every input (a dict path -> output stem); return the list of ``Outcome``."""
+    from tfcartoon.data import faces
+
     detector = faces.FaceDetector(min_face=options.min_face, min_confidence=options.min_confidence)
     protected = {path.resolve() for path in inputs}
-    outcomes = []
-    hide = True if options.no_progress else None  # None: shown only when stderr is a terminal
-    with tqdm(list(inputs), desc="cartoonize", unit="file", file=sys.stderr, disable=hide) as bar:
-        for path in bar:
-            outcome = process_file(path, inputs[path], options, detector, cartoonizer, protected)
-            if outcome.status != STATUS_OK:
-                bar.write(f"{path}: {outcome.status}: {outcome.reason}", file=sys.stderr)
-            outcomes.append(outcome)
-    return outcomes
-
-
-def summary_line(outcomes, seconds):
-    """One line totalling the run: files, images written and kept, failures by kind."""
-    failures = collections.Counter(o.status for o in outcomes if o.status != STATUS_OK)
-    failed = sum(failures.values())
-    detail = f" ({', '.join(f'{n} {status}' for status, n in sorted(failures.items()))})" if failed else ""
-    written = sum(len(o.written) for o in outcomes)
-    kept = sum(len(o.kept) for o in outcomes)
-    return (f"cartoonize {'FAILED' if failed else 'OK'}: {len(outcomes)} files, {len(outcomes) - failed} ok, "
-            f"{failed} failed{detail}; {written} images written, {kept} kept; {seconds:.1f} s")
+    return run_files("cartoonize", inputs, lambda path: process_file(
+        path, inputs[path], options, detector, cartoonizer, protected), options.no_progress)
 
 
 def main(argv=None):
@@ -279,6 +231,8 @@ def main(argv=None):
     problem = argument_problem(options, report)
     if problem is not None:
         parser.error(problem)
+    from tfcartoon.inference import ModelLoadError, load_cartoonizer
+
     try:
         cartoonizer = load_cartoonizer(options.model, options.group)
     except ModelLoadError as error:
@@ -286,7 +240,7 @@ def main(argv=None):
     start = time.perf_counter()
     outcomes = run(options, cartoonizer, collect_inputs(options.inputs))
     write_report(report, outcomes)
-    line = summary_line(outcomes, time.perf_counter() - start)
+    line = summary_line("cartoonize", outcomes, time.perf_counter() - start, "images")
     print(f"{line}; report: {report}", file=sys.stderr)
     return 0 if all(o.status == STATUS_OK for o in outcomes) else 1
 

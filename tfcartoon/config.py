@@ -40,6 +40,14 @@ class LossConfig:
     cam: float = 1000.0
     group_discriminator: float = 1.0
     group_generator: float = 0.25
+    # Paired supervision (base stage, data.paired): L1 between each translation and the
+    # image paired with its input (photo -> its cartoon, cartoon -> its photo), and L1
+    # between their image gradients (keeps lines crisp), and L1 between their amounts of
+    # detail per 8x8 tile (crisp lines even where their exact place is uncertain).
+    # 0 switches a term off.
+    paired: float = 0.0
+    paired_edge: float = 0.0
+    paired_texture: float = 0.0
 
 
 @dataclasses.dataclass
@@ -55,13 +63,20 @@ class DataConfig:
     # Base stage only: train the base branch on the pooled photos and cartoons of these
     # groups instead of the base group's own (the paper's Baseline1-3). Empty: off.
     pool_groups: list = dataclasses.field(default_factory=list)
+    # Photos and cartoons that share a file name are pairs (e.g. ../shared/data/p2c/train):
+    # a step draws a pair and augments both the same way. Base stage only.
+    paired: bool = False
+    # Fraction of the base group's files kept out of training, picked by a hash of the
+    # file name (stable whatever else the folder holds); ``holdout_files`` lists them.
+    holdout: float = 0.0
 
 
 @dataclasses.dataclass
 class TrainConfig:
     stage: str = "base"
     group: Optional[str] = None
-    update_rule: str = "strict"
+    # Stage two only: strict | reference | full. Unset (null) means strict there.
+    update_rule: Optional[str] = None
     steps: int = 100_000
     batch_size: int = 1
     lr: float = 1e-4
@@ -69,6 +84,9 @@ class TrainConfig:
     beta_2: float = 0.999
     weight_decay: float = 1e-4
     decay_start: float = 0.5
+    # The first N steps train the generators on the paired terms (and face-ID) only:
+    # no discriminators, no cycle/identity/CAM terms. Needs data.paired.
+    supervised_steps: int = 0
     precision: str = "auto"
     initial_loss_scale: float = 128.0
     jit_compile: bool = False
@@ -92,6 +110,11 @@ class Config:
     @property
     def base_group(self):
         return self.groups[0]
+
+    @property
+    def update_rule(self):
+        """The stage-two update rule in force ('strict' unless the config names one)."""
+        return self.train.update_rule or "strict"
 
     @property
     def fewshot_groups(self):
@@ -193,7 +216,7 @@ def validate(config):
         raise ConfigError(str(error)) from None
     train = config.train
     choices = {"train.stage": (train.stage, STAGES),
-               "train.update_rule": (train.update_rule, UPDATE_RULES),
+               "train.update_rule": (config.update_rule, UPDATE_RULES),
                "train.precision": (train.precision, PRECISIONS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -204,6 +227,13 @@ def validate(config):
         if train.group == config.base_group:
             raise ConfigError(f"train.group {train.group!r} is the base group; the few-shot "
                               f"stage trains the other groups {config.groups[1:]}")
+    if train.stage == "base":
+        for key, value in (("train.group", train.group),
+                           ("train.update_rule", train.update_rule)):
+            if value is not None:
+                raise ConfigError(f"{key}={value!r} applies to the fewshot stage only; the base "
+                                  f"stage trains the base group {config.base_group!r} and every "
+                                  "variable (leave it unset, or use --stage fewshot)")
     pool = config.data.pool_groups
     if pool:
         if train.stage != "base":
@@ -224,12 +254,81 @@ def validate(config):
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    _validate_numbers(config)
     if not 0.0 <= train.decay_start <= 1.0:
         raise ConfigError(f"train.decay_start must be in [0, 1], got {train.decay_start}")
+    _validate_paired(config)
     if config.data.resize < config.model.image_size:
         raise ConfigError(f"data.resize ({config.data.resize}) must be at least "
                           f"model.image_size ({config.model.image_size})")
     return config
+
+
+def _validate_numbers(config):
+    """Learning rates, weights, depths and step counts that cannot work are refused."""
+    import math
+
+    train, model = config.train, config.model
+    for key in ("lr", "initial_loss_scale"):
+        value = getattr(train, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"train.{key} must be a positive number, got {value}")
+    for key in ("beta_1", "beta_2"):
+        value = getattr(train, key)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"train.{key} must be in [0, 1), got {value}")
+    if not (math.isfinite(train.weight_decay) and train.weight_decay >= 0):
+        raise ConfigError(f"train.weight_decay must be at least 0, got {train.weight_decay}")
+    weights = {f"loss.{f.name}": getattr(config.loss, f.name)
+               for f in dataclasses.fields(config.loss)}
+    weights["face_id.weight"] = config.face_id.weight
+    for key, value in weights.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
+    if model.hourglass_depth not in (1, 2, 3, 4):
+        raise ConfigError(f"model.hourglass_depth must be 1, 2, 3 or 4, got "
+                          f"{model.hourglass_depth}")
+    from tfcartoon.models.discriminator import min_image_size
+
+    for kind in ("global", "local"):
+        layers = getattr(model, f"{kind}_layers")
+        if layers < 3:
+            raise ConfigError(f"model.{kind}_layers must be at least 3, got {layers}")
+        if model.image_size < min_image_size(layers):
+            deepest = max(n for n in range(3, layers) if min_image_size(n) <= model.image_size)
+            raise ConfigError(
+                f"model.{kind}_layers={layers} needs images of at least "
+                f"{min_image_size(layers)} px; model.image_size is {model.image_size} (use "
+                f"{deepest} layers or fewer)")
+    for key in ("steps", "supervised_steps", "checkpoint_every", "image_every"):
+        value = getattr(train, key)
+        if value % train.log_every:
+            raise ConfigError(f"train.{key} ({value}) must be a multiple of train.log_every "
+                              f"({train.log_every})")
+
+
+def _validate_paired(config):
+    train, loss, data = config.train, config.loss, config.data
+    if not 0.0 <= data.holdout < 1.0:
+        raise ConfigError(f"data.holdout must be in [0, 1), got {data.holdout}")
+    if not 0 <= train.supervised_steps <= train.steps:
+        raise ConfigError(f"train.supervised_steps must be in [0, train.steps={train.steps}], "
+                          f"got {train.supervised_steps}")
+    wants_pairs = {"loss.paired": loss.paired > 0, "loss.paired_edge": loss.paired_edge > 0,
+                   "loss.paired_texture": loss.paired_texture > 0,
+                   "train.supervised_steps": train.supervised_steps > 0}
+    asked = [key for key, on in wants_pairs.items() if on]
+    if asked and not data.paired:
+        raise ConfigError(f"{', '.join(asked)} need paired data: set data.paired=true (photos "
+                          "and cartoons with the same file names)")
+    if data.paired and train.stage != "base":
+        raise ConfigError("data.paired applies to the base stage only; this run's stage is "
+                          f"{train.stage!r}")
+    if data.paired and data.pool_groups:
+        raise ConfigError("data.paired and data.pool_groups cannot be combined")
+    if train.supervised_steps and not (loss.paired or loss.paired_edge or loss.paired_texture):
+        raise ConfigError("train.supervised_steps trains on the paired terms only, but "
+                          "loss.paired, loss.paired_edge and loss.paired_texture are all 0")
 
 
 def load_config(path=None, overrides=(), base=None):
@@ -249,5 +348,13 @@ def load_config(path=None, overrides=(), base=None):
 
 
 def config_from_dict(values):
-    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's config.yaml)."""
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's config.yaml).
+
+    Runs written before ``train.update_rule`` became a stage-two-only setting stored
+    'strict' for base runs too; that value meant nothing there and is dropped.
+    """
+    train = values.get("train") if isinstance(values, dict) else None
+    if isinstance(train, dict) and train.get("stage", "base") == "base" and \
+            train.get("update_rule") == "strict":
+        values = {**values, "train": {k: v for k, v in train.items() if k != "update_rule"}}
     return validate(_merge(Config(), values))

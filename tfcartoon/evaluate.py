@@ -284,7 +284,9 @@ def evaluate(model, data, out, groups=None, branch=None, judge=None, features=No
     size = config.model.image_size
 
     report = {"model": str(model), "checkpoint": str(run.checkpoint), "step": run.step,
-              "stage": config.train.stage, "update_rule": config.train.update_rule,
+              "stage": config.train.stage, "update_rule": (config.update_rule
+                                                             if config.train.stage == "fewshot"
+                                                             else None),
               "data": str(data), "image_size": size, "branches": branch_note,
               "judge": str(judge_dir), "judge_stage": judge_config.train.stage,
               "kid_features": getattr(extract, "name", getattr(extract, "__name__", "custom")),

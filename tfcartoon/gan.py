@@ -19,7 +19,8 @@ from tfcartoon.models.generator import build_generator
 from tfcartoon.training.optimizer import ReferenceAdam
 
 DISCRIMINATORS = ("photo_global", "photo_local", "cartoon_global", "cartoon_local")
-GENERATOR_TERMS = ("adversarial", "cycle", "identity", "cam", "face_id", "group")
+GENERATOR_TERMS = ("adversarial", "cycle", "identity", "cam", "face_id", "group", "paired",
+                   "paired_edge", "paired_texture")
 LOG_NAMES = ("d_loss", "d_adversarial", "d_group", "g_loss",
              *(f"g_{term}" for term in GENERATOR_TERMS))
 
@@ -78,13 +79,27 @@ class TrainingPlan:
             return cls(slots=[0] * train.batch_size, specific=[config.base_group],
                        train_shared=True, rule="full", group_losses=False)
         slots = [g for g in range(len(config.groups)) for _ in range(train.batch_size)]
-        if train.update_rule == "strict":
+        if config.update_rule == "strict":
             return cls(slots, config.fewshot_groups, False, "strict", True)
         specific = [config.base_group] + [g for g in config.fewshot_groups
                                           if g != config.base_group]
-        if train.update_rule == "full":
+        if config.update_rule == "full":
             specific = list(config.groups)
-        return cls(slots, specific, True, train.update_rule, True)
+        return cls(slots, specific, True, config.update_rule, True)
+
+    def generator_objective(self, per_sample):
+        """The generator loss the optimizer differentiates, from per-sample losses.
+
+        The batch mean, as in the reference, except under the strict rule: there each
+        trained branch is reached only by its own group's samples, so the objective is
+        the sum over the batch's groups of each group's mean. A branch's gradient is
+        then the same whether one group or all of them train, and the same against the
+        coupled weight decay as in a run of that group alone (the batch mean would
+        scale it by 1/number of groups). Every group has the same number of samples
+        per batch, so this is the mean times the number of groups.
+        """
+        mean = ops.mean(per_sample)
+        return mean * len(set(self.slots)) if self.rule == "strict" else mean
 
 
 class CartoonGAN(keras.Model):
@@ -109,6 +124,10 @@ class CartoonGAN(keras.Model):
         if face_embedder is not None:
             face_embedder.trainable = False
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES}
+        # True while the run is in its supervised warm-up (train.supervised_steps): the
+        # step then trains the generators on the paired terms only. The run loop sets it
+        # and rebuilds the train function when it changes.
+        self.supervised = False
         self.built = True  # every sub-model is built above
 
     # --- variable sets -------------------------------------------------------------
@@ -143,7 +162,8 @@ class CartoonGAN(keras.Model):
         generator_opt = adam("generator_adam")
         if keras.config.dtype_policy().name == "mixed_float16":
             generator_opt = keras.optimizers.LossScaleOptimizer(
-                generator_opt, initial_scale=train.initial_loss_scale)
+                generator_opt, initial_scale=train.initial_loss_scale,
+                name="loss_scale_optimizer")
         discriminator_opt = adam("discriminator_adam")
         generator_opt.build(self.generator_variables())
         discriminator_opt.build(self.discriminator_variables())
@@ -236,13 +256,31 @@ class CartoonGAN(keras.Model):
                                              fake_cartoon["image"])
         else:
             terms["face_id"] = ops.zeros_like(adversarial)
+        terms.update(self._paired_terms(photo, cartoon, fake_photo["image"],
+                                        fake_cartoon["image"]))
         return terms
+
+    def _paired_terms(self, photo, cartoon, fake_photo, fake_cartoon):
+        """Per-sample paired terms: each translation against its input's partner.
+
+        Zero unless the data are paired (``data.paired``), where ``cartoon[i]`` is the
+        cartoon of ``photo[i]``.
+        """
+        if not self.config.data.paired:
+            zeros = ops.zeros((ops.shape(photo)[0],), "float32")
+            return {"paired": zeros, "paired_edge": zeros, "paired_texture": zeros}
+        pairs = ((fake_cartoon, cartoon), (fake_photo, photo))
+        return {name: sum(loss(fake, real, per_sample=True) for fake, real in pairs)
+                for name, loss in (("paired", losses.l1), ("paired_edge", losses.gradient_l1),
+                                   ("paired_texture", losses.gradient_energy_l1))}
 
     def _weighted(self, terms):
         weights = self.config.loss
         scale = {"adversarial": weights.adversarial, "cycle": weights.cycle,
                  "identity": weights.identity, "cam": weights.cam,
-                 "face_id": self.config.face_id.weight, "group": weights.group_generator}
+                 "face_id": self.config.face_id.weight, "group": weights.group_generator,
+                 "paired": weights.paired, "paired_edge": weights.paired_edge,
+                 "paired_texture": weights.paired_texture}
         return {name: scale[name] * value for name, value in terms.items()}
 
     # --- the step ----------------------------------------------------------------
@@ -264,6 +302,30 @@ class CartoonGAN(keras.Model):
         _apply_connected(optimizer, grads, variables)
 
     def train_step(self, data):
+        if self.supervised:
+            return self._supervised_step(data)
+        return self._adversarial_step(data)
+
+    def _supervised_step(self, data):
+        """Warm-up step: both generators learn their pairs; no discriminator runs."""
+        photo, cartoon = data["photo"], data["cartoon"]
+        generator_vars = self.generator_variables()
+        with tf.GradientTape() as tape:
+            fake_cartoon = self.photo2cartoon.route(photo, self.plan.slots)["image"]
+            fake_photo = self.cartoon2photo.route(cartoon, self.plan.slots)["image"]
+            terms = self._paired_terms(photo, cartoon, fake_photo, fake_cartoon)
+            if self.face_embedder is not None:
+                terms["face_id"] = self._face_id(photo, cartoon, fake_photo, fake_cartoon)
+            terms = self._weighted(terms)
+            g_loss = ops.mean(sum(terms.values()))
+            scaled = self._scaled(self.generator_optimizer, g_loss)
+        self._apply(self.generator_optimizer, tape, scaled, generator_vars)
+        logs = {"g_loss": g_loss, **{f"g_{name}": ops.mean(v) for name, v in terms.items()}}
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {name: self.trackers[name].result() for name in logs}
+
+    def _adversarial_step(self, data):
         photo, cartoon, group = data["photo"], data["cartoon"], data["group"]
         generator_vars = self.generator_variables()
         with tf.GradientTape(persistent=self.plan.rule == "reference") as g_tape:
@@ -290,7 +352,8 @@ class CartoonGAN(keras.Model):
                 scaled = [self._scaled(self.generator_optimizer, x)
                           for x in (shared_loss, specific_loss)]
             else:
-                scaled = self._scaled(self.generator_optimizer, g_loss)
+                scaled = self._scaled(self.generator_optimizer,
+                                      self.plan.generator_objective(per_sample))
         if self.plan.rule == "reference":
             self._apply_reference(g_tape, *scaled)
             del g_tape

@@ -1,7 +1,9 @@
 """Load a trained photo-to-cartoon model in any of its forms and run it on batches.
 
-``load_cartoonizer(path, group=None)`` accepts:
+``load_cartoonizer(path=None, group=None)`` accepts:
 
+- nothing (``None``) or ``preset:NAME``: a preset shipped with the package (the
+  default is ``young_women``, see ``tfcartoon.preset``);
 - a run directory (it holds ``config.yaml``): the run's latest ``photo2cartoon``
   generator, through ``tfcartoon.load``; ``group`` picks one of its groups;
 - a ``.keras`` file holding a saved ``CartoonGenerator`` (``group`` picks one of
@@ -16,6 +18,7 @@ float32 (B, S, S, 3) in [-1, 1] -> float32 (B, S, S, 3) in [-1, 1].
 """
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -28,7 +31,10 @@ from tfcartoon.training.checkpoints import CheckpointError
 from tfcartoon.training.run import CONFIG_FILE, TrainingError
 from tfcartoon.training.run import load as load_run
 
-MODEL_KINDS = "a run directory (with config.yaml), a .keras, .tflite or .onnx file"
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = ("a run directory (with config.yaml), a .keras, .tflite or .onnx file, or "
+               "preset:NAME")
 
 
 class ModelLoadError(ValueError):
@@ -70,11 +76,12 @@ class Cartoonizer:
         return f"Cartoonizer({self.source!r}, group={self.group!r}, image_size={self.image_size})"
 
 
-def load_cartoonizer(path, group=None):
+def load_cartoonizer(path=None, group=None):
     """Load the model at ``path`` (see the module docstring for the accepted kinds).
 
     Args:
-        path: run directory, ``.keras``, ``.tflite`` or ``.onnx`` file.
+        path: run directory, ``.keras``, ``.tflite`` or ``.onnx`` file, or
+            ``preset:NAME``; None loads the default preset.
         group: group to draw; required for a multi-group generator (run directory
             or saved ``CartoonGenerator``), optional otherwise (kept as a label).
 
@@ -83,6 +90,11 @@ def load_cartoonizer(path, group=None):
             be loaded, or the group is missing or unknown (the message lists the
             model's groups).
     """
+    from tfcartoon.preset import DEFAULT_PRESET, parse_preset_ref
+
+    preset = DEFAULT_PRESET if path is None else parse_preset_ref(path)
+    if preset is not None:
+        return _from_preset(preset, group)
     path = Path(path)
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
@@ -99,12 +111,46 @@ def load_cartoonizer(path, group=None):
 
 
 def _from_run_dir(path, group):
-    """The photo2cartoon generator of a training run, for ``group``."""
+    """The photo2cartoon generator of a training run, for ``group``.
+
+    Like ``evaluate``: a base-stage run draws every group with its base branch (the
+    only one it trained), with a warning when another group was asked for. A few-shot
+    branch this run did not train is used as asked, with a warning.
+    """
+    from tfcartoon.training.run import trained_groups
+
     try:
-        generator = load_run(path).photo2cartoon
+        run = load_run(path)
     except (TrainingError, CheckpointError, ValueError, OSError) as error:
         raise ModelLoadError(f"model {path}: cannot load the run ({_first_line(error)})") from None
+    generator, config = run.photo2cartoon, run.config
+    trained = trained_groups(config)
+    if config.train.stage == "base":
+        if group is not None and group != config.base_group:
+            _choose_group(generator.groups, group, path)  # an unknown group is still an error
+            log.warning("model %s: a base-stage run trains only the %s branch; drawing group "
+                        "%r with it (the %s branch is untrained)", path, config.base_group,
+                        group, group)
+        return _keras_cartoonizer(generator.group_model(config.base_group),
+                                  group or config.base_group, path)
+    group = _choose_group(generator.groups, group, path)
+    if group not in trained:
+        log.warning("model %s: the %s branch was not trained by this run (it is a copy of the "
+                    "%s branch); its cartoons are the base group's style", path, group,
+                    config.base_group)
     return _from_generator(generator, group, path)
+
+
+def _from_preset(name, group):
+    """The photo2cartoon generator of a shipped preset (its base group)."""
+    from tfcartoon.preset import PRESET_PREFIX, PresetError, load_preset
+
+    source = f"{PRESET_PREFIX}{name}"
+    try:
+        generator = load_preset(name).photo2cartoon
+    except PresetError as error:
+        raise ModelLoadError(f"model {source}: {error}") from None
+    return _from_generator(generator, group, source)
 
 
 def _from_keras(path, group):
@@ -171,16 +217,49 @@ def _keras_cartoonizer(model, group, path):
     return Cartoonizer(lambda batch: run(batch).numpy(), size, group, path)
 
 
+def _model_card(path):
+    """The model card the export scripts write beside ``path`` (``<file>.json``), or None."""
+    card_path = path.with_name(path.name + ".json")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def _card_group(card, group, path):
+    """``group`` checked against the single group a model card names (None: no card)."""
+    groups = (card or {}).get("groups")
+    if not isinstance(groups, list) or len(groups) != 1:
+        return group
+    if group is not None and group != groups[0]:
+        raise ModelLoadError(f"model {path}: its model card says it draws {groups[0]!r}, "
+                             f"not {group!r}; drop --group or pick that group's file")
+    return groups[0]
+
+
 def _from_tflite(path, group):
-    """A ``.tflite`` model, run one image per invoke."""
+    """A ``.tflite`` model, run one image per invoke; a ``--multigroup`` file is given
+    the group's index (from its model card) with each image."""
     runner = _TFLiteRunner(path)
+    card = _model_card(path)
+    if runner.group_input is None:
+        return Cartoonizer(runner, runner.image_size, _card_group(card, group, path), path)
+    groups = (card or {}).get("groups")
+    if not isinstance(groups, list) or not groups:
+        raise ModelLoadError(f"model {path}: a multi-group file takes a group index; its model "
+                             f"card {path.name}.json (written by export/to_tflite.py "
+                             "--multigroup) names the groups and is missing or unreadable")
+    group = _choose_group(groups, group, path)
+    runner.group_index = groups.index(group)
     return Cartoonizer(runner, runner.image_size, group, path)
 
 
 def _from_onnx(path, group):
     """A ``.onnx`` model, run with onnxruntime."""
     runner = _OnnxRunner(path)
-    return Cartoonizer(runner, runner.image_size, group, path)
+    return Cartoonizer(runner, runner.image_size, _card_group(_model_card(path), group, path),
+                       path)
 
 
 class _TFLiteRunner:
@@ -198,10 +277,17 @@ class _TFLiteRunner:
         except (ValueError, RuntimeError) as error:
             raise ModelLoadError(f"model {path}: cannot load as a TFLite model ({_first_line(error)})") from None
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(f"model {path}: expected one image input and one image output, "
-                                 f"got {len(inputs)} inputs and {len(outputs)} outputs")
-        self._input, self._output = inputs[0], outputs[0]
+        # a --multigroup export has a second input: the group index, (1,) int32
+        groups = [d for d in inputs if np.dtype(d["dtype"]) == np.int32
+                  and tuple(d["shape"]) == (1,)]
+        images = [d for d in inputs if d not in groups]
+        if len(images) != 1 or len(groups) > 1 or len(outputs) != 1:
+            raise ModelLoadError(f"model {path}: expected one image input (and optionally a "
+                                 f"group index) and one image output, got {len(inputs)} inputs "
+                                 f"and {len(outputs)} outputs")
+        self._input, self._output = images[0], outputs[0]
+        self.group_input = groups[0] if groups else None
+        self.group_index = 0
         self.image_size = _square_size(tuple(self._input["shape"]), path)
         for details in (self._input, self._output):
             _check_dtype(np.dtype(details["dtype"]), path)
@@ -212,6 +298,9 @@ class _TFLiteRunner:
         for image in batch:
             encoded = _encode(image[None], np.dtype(self._input["dtype"]), self._input["quantization"])
             self._interpreter.set_tensor(self._input["index"], encoded)
+            if self.group_input is not None:
+                self._interpreter.set_tensor(self.group_input["index"],
+                                             np.array([self.group_index], np.int32))
             self._interpreter.invoke()
             output = self._interpreter.get_tensor(self._output["index"])
             results.append(_decode(output, self._output["quantization"]))

@@ -3,7 +3,8 @@
 Layout: ``DIR/<group>/photos`` and ``DIR/<group>/cartoons``, one pair of folders per
 group (as ``../shared/data/fourgroups``). For the base stage, a ``DIR`` that directly
 holds ``photos/`` and ``cartoons/`` is the base group (as ``../shared/data/p2c/train``).
-Photos and cartoons are unpaired.
+Photos and cartoons are unpaired, unless the config says ``data.paired``: then a photo and
+a cartoon with the same file name are one pair, drawn and augmented together.
 
 The pipeline is a pure function of (seed, step): the files of step ``s`` and their
 augmentation are fixed, so a resumed run sees exactly the data it would have seen.
@@ -92,6 +93,40 @@ def discover(data_dir, groups, base_group, check_files=True):
     return found
 
 
+def pair_files(files, group):
+    """Keep ``files`` (GroupFiles) as aligned pairs: photo i and cartoon i share a stem.
+
+    Raises DatasetError naming the unmatched files when any photo or cartoon lacks its
+    partner (a folder that is not paired at all fails the same way).
+    """
+    photos = {Path(p).stem: p for p in files.photos}
+    cartoons = {Path(c).stem: c for c in files.cartoons}
+    lonely = sorted(set(photos) ^ set(cartoons))
+    if lonely:
+        names = [photos.get(stem) or cartoons.get(stem) for stem in lonely]
+        shown = ", ".join(Path(n).name for n in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise DatasetError(
+            f"group {group!r}: data.paired needs a cartoon with the same file name for every "
+            f"photo and the reverse; {len(names)} files have no partner: {shown}{more}")
+    stems = sorted(photos)
+    return GroupFiles(photos=[photos[s] for s in stems], cartoons=[cartoons[s] for s in stems])
+
+
+def is_held_out(path, fraction):
+    """True when ``path`` belongs to the held-out split (a hash of its file stem)."""
+    return zlib.crc32(Path(path).stem.encode()) % 10_000 < round(fraction * 10_000)
+
+
+def split_holdout(files, fraction):
+    """(training, held-out) GroupFiles; a photo and its cartoon land on the same side."""
+    def part(keep):
+        return GroupFiles(
+            photos=[p for p in files.photos if is_held_out(p, fraction) != keep],
+            cartoons=[c for c in files.cartoons if is_held_out(c, fraction) != keep])
+    return part(True), part(False)
+
+
 def _stream_seed(seed, group, domain):
     return [seed, zlib.crc32(f"{group}/{domain}".encode())]
 
@@ -118,8 +153,8 @@ def load_image(path, image_size, resize, flip, seed):
     return image * 2.0 - 1.0
 
 
-def training_dataset(files, slots, config, start_step=0):
-    """Batches from ``start_step`` to ``config.train.steps``.
+def training_dataset(files, slots, config, start_step=0, end_step=None):
+    """Batches from ``start_step`` to ``end_step`` (default ``config.train.steps``).
 
     Args:
         files: {group: GroupFiles} from ``discover``.
@@ -130,6 +165,7 @@ def training_dataset(files, slots, config, start_step=0):
     """
     seed = config.train.seed
     groups = config.groups
+    paired = config.data.paired
     size, resize, flip = config.model.image_size, config.data.resize, config.data.flip
     tables = {g: {d: tf.constant(getattr(files[groups[g]], d)) for d in DOMAINS}
               for g in sorted(set(slots))}
@@ -142,14 +178,18 @@ def training_dataset(files, slots, config, start_step=0):
         for index, (group, k) in enumerate(zip(slots, rank)):
             position = step * per_group[group] + k
             for domain, key in zip(DOMAINS, ("photo", "cartoon")):
+                # A pair shares its draw (the photo stream) and its augmentation.
+                stream = DOMAINS[0] if paired else domain
                 path = _pick(tables[group][domain],
-                             _stream_seed(seed, groups[group], domain), position)
+                             _stream_seed(seed, groups[group], stream), position)
+                side = 0 if paired else int(key == "cartoon")
                 aug_seed = tf.stack([tf.cast(seed, tf.int64) * 7919 + step,
-                                     tf.constant(index * 2 + (key == "cartoon"), tf.int64)])
+                                     tf.constant(index * 2 + side, tf.int64)])
                 batch[key].append(load_image(path, size, resize, flip, aug_seed))
         return {"photo": tf.stack(batch["photo"]), "cartoon": tf.stack(batch["cartoon"]),
                 "group": tf.constant(slots, tf.int32)}
 
-    dataset = tf.data.Dataset.range(start_step, config.train.steps)
+    end_step = config.train.steps if end_step is None else end_step
+    dataset = tf.data.Dataset.range(start_step, end_step)
     dataset = dataset.map(load_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -12,6 +12,7 @@ Group ``g`` maps a photo through ``T^g(x) = G^g(G^S(E^S(E^g(x))))``:
 A batch may mix groups: each sample runs through its own group's branches.
 """
 
+import functools
 import re
 
 import keras
@@ -116,6 +117,21 @@ def build_shared_decoder(ngf, image_size, depth=4):
     return keras.Model([cam_features, *content], [x, heatmap], name="shared_decoder")
 
 
+def group_path(image, head, encoder, cam, decoder, tail):
+    """T^g(x) = G^g(G^S(E^S(E^g(x)))): the one place the group path is written.
+
+    ``head``, ``cam`` and ``tail`` are the group's pieces as callables: one group's
+    layers (``group_model``), a switch on a group input (the generator's call),
+    per-slot routing (``route``) or ``tf.cond`` branches (the multi-group export).
+    ``cam`` returns (features, cam_logit). Returns (cartoon, cam_logit, heatmap).
+    """
+    x = head(image)
+    x, *content = encoder(x)
+    x, cam_logit = cam(x)
+    x, heatmap = decoder([x, *content])
+    return tail(x), cam_logit, heatmap
+
+
 @keras.saving.register_keras_serializable(package="tfcartoon")
 class CartoonGenerator(keras.Model):
     """Multi-group photo2cartoon generator (one shared trunk, one branch per group).
@@ -152,11 +168,10 @@ class CartoonGenerator(keras.Model):
         # === Functional model ===
         image = keras.Input((image_size, image_size, 3), name="image")
         group = keras.Input((), dtype="int32", name="group")
-        x = GroupSwitch(heads, name="head_switch")(image, group)
-        x, *content = encoder(x)
-        x, cam_logit = GroupSwitch(cams, name="cam_switch")(x, group)
-        x, heatmap = decoder([x, *content])
-        cartoon = GroupSwitch(tails, name="tail_switch")(x, group)
+        switches = [GroupSwitch(layers, name=f"{part}_switch")
+                    for part, layers in (("head", heads), ("cam", cams), ("tail", tails))]
+        head, cam, tail = (lambda x, s=s: s(x, group) for s in switches)
+        cartoon, cam_logit, heatmap = group_path(image, head, encoder, cam, decoder, tail)
         super().__init__(
             inputs={"image": image, "group": group},
             outputs={"image": cartoon, "cam_logit": cam_logit, "heatmap": heatmap},
@@ -208,11 +223,8 @@ class CartoonGenerator(keras.Model):
         index = self.group_index(name)
         if name not in self._group_models:
             image = keras.Input((self.image_size, self.image_size, 3), name="image")
-            x = self.heads[index](image)
-            x, *content = self.encoder(x)
-            x, _ = self.cams[index](x)
-            x, _ = self.decoder([x, *content])
-            cartoon = self.tails[index](x)
+            cartoon, _, _ = group_path(image, self.heads[index], self.encoder,
+                                       self.cams[index], self.decoder, self.tails[index])
             self._group_models[name] = keras.Model(image, cartoon, name=f"{self.name}_{name}")
         return self._group_models[name]
 
@@ -243,12 +255,11 @@ class CartoonGenerator(keras.Model):
                 return [ops.concatenate(list(t), axis=0) for t in zip(*outs)]
             return ops.concatenate(outs, axis=0)
 
-        x = per_group(self.heads, image)
-        x, *content = self.encoder(x)
-        x, cam_logit = per_group(self.cams, x)
-        x, heatmap = self.decoder([x, *content])
-        outputs = {"image": per_group(self.tails, x), "cam_logit": cam_logit,
-                   "heatmap": heatmap}
+        cartoon, cam_logit, heatmap = group_path(
+            image, functools.partial(per_group, self.heads), self.encoder,
+            functools.partial(per_group, self.cams), self.decoder,
+            functools.partial(per_group, self.tails))
+        outputs = {"image": cartoon, "cam_logit": cam_logit, "heatmap": heatmap}
         if permuted:
             inverse = np.argsort(order).tolist()
             outputs = {k: ops.take(v, inverse, axis=0) for k, v in outputs.items()}

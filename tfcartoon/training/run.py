@@ -6,6 +6,7 @@ generators.
 """
 
 import dataclasses
+import json
 import logging
 import types
 from pathlib import Path
@@ -15,17 +16,20 @@ import tensorflow as tf
 import yaml
 
 from tfcartoon.config import ConfigError, config_from_dict
-from tfcartoon.data.dataset import GroupFiles, discover, training_dataset
+from tfcartoon.data.dataset import (
+    DatasetError, GroupFiles, discover, pair_files, split_holdout, training_dataset)
 from tfcartoon.gan import CartoonGAN
 from tfcartoon.paths import shared_path
 from tfcartoon.precision import dtype_policy
 from tfcartoon.training import callbacks as cb
 from tfcartoon.training.checkpoints import (
-    CheckpointError, latest_checkpoint, load_state, restore_gan, restore_generator)
+    latest_checkpoint, load_latest, remove_temporaries, restore_gan,
+    restore_generator)
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+PROVENANCE_FILE = "provenance.json"
 
 
 class TrainingError(RuntimeError):
@@ -49,19 +53,31 @@ def make_strategy(devices=None):
 
 
 def resolve_face_id(config):
-    """Return (config, embedder path or None); without a model the loss is switched off."""
+    """Return (config, embedder path or None).
+
+    ``face_id.model: shared`` is the shared model (``../shared`` or ``$TFCARTOON_SHARED``),
+    any other string a file; either must exist, or the run is refused: the face-ID term
+    is part of the method and is never dropped behind the user's back. Only an explicit
+    ``face_id.model: null`` switches it off (weight 0), with one warning.
+    """
     model = config.face_id.model
-    path = None
+    if model is None:
+        log.warning("face-ID loss is off (face_id.model: null)")
+        return dataclasses.replace(
+            config, face_id=dataclasses.replace(config.face_id, weight=0.0)), None
     if model == "shared":
         path = shared_path("models", "face_id", "squeezenet_fp32.tflite")
-    elif model:
-        path = Path(model)
-        if not path.exists():
-            raise ConfigError(f"face_id.model {model!r} does not exist")
-    if path is None:
-        log.warning("face-ID loss is off: no face-recognition model (face_id.model=%r)", model)
-        config = dataclasses.replace(
-            config, face_id=dataclasses.replace(config.face_id, model=None, weight=0.0))
+        if path is None:
+            raise ConfigError(
+                "face_id.model is 'shared' but the shared face-ID model "
+                "(models/face_id/squeezenet_fp32.tflite in ../shared or $TFCARTOON_SHARED) is "
+                "absent: point face_id.model at a face-embedding .tflite/.keras file, or set "
+                "it to null to train without the face-ID loss")
+        return config, path
+    path = Path(model)
+    if not path.is_file():
+        raise ConfigError(f"face_id.model {model!r} does not exist (expected a face-embedding "
+                          ".tflite or .keras file, 'shared', or null)")
     return config, path
 
 
@@ -71,8 +87,11 @@ def _check_run_dir(run_dir, resume):
     if resume and not has_run:
         raise TrainingError(f"--resume: {str(run_dir)!r} holds no run ({CONFIG_FILE} missing)")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise TrainingError(f"run directory {str(run_dir)!r} is not empty: pass --resume to "
-                            "continue that run, or choose another --out")
+        if has_run:
+            raise TrainingError(f"run directory {str(run_dir)!r} holds a run: pass --resume "
+                                "to continue it, or choose another --out")
+        raise TrainingError(f"--out {str(run_dir)!r} is not empty and is not a run: nothing "
+                            "in it is touched; choose an empty or new folder")
     return run_dir
 
 
@@ -84,7 +103,9 @@ def read_run_config(run_dir):
 
 
 def _check_init_compatible(config, base_config, init_dir):
-    for key in ("image_size", "ngf", "hourglass_depth"):
+    # image_size is free: no weight depends on it (the generators are convolutional and
+    # pool globally), so a recipe can warm up small and finish at full size.
+    for key in ("ngf", "hourglass_depth"):
         if getattr(config.model, key) != getattr(base_config.model, key):
             raise TrainingError(
                 f"--init {str(init_dir)!r} has model.{key}={getattr(base_config.model, key)}, "
@@ -95,13 +116,18 @@ def _check_init_compatible(config, base_config, init_dir):
 
 
 def init_from_base(gan, init_dir):
-    """Stage two start: load the base run's trunk and base branch, copy it to each group."""
+    """Stage start: load the base run's (or ``preset:NAME``'s) trunk and base branch, copy
+    it to each group. Returns the checkpoint (or preset weights file) it loaded."""
+    from tfcartoon.preset import init_from_preset, parse_preset_ref
+
+    preset = parse_preset_ref(init_dir)
+    if preset is not None:
+        return init_from_preset(gan, preset)
     base_config = read_run_config(init_dir)
     _check_init_compatible(gan.config, base_config, init_dir)
-    checkpoint = latest_checkpoint(init_dir)
-    if checkpoint is None:
+    if latest_checkpoint(init_dir) is None:
         raise TrainingError(f"--init {str(init_dir)!r} has no checkpoint yet")
-    state = load_state(checkpoint)
+    checkpoint, state = load_latest(init_dir)
     base = gan.config.base_group
     parts = {"shared_encoder", "shared_decoder", f"head_{base}", f"cam_{base}", f"tail_{base}"}
     for gen_name in ("photo2cartoon", "cartoon2photo"):
@@ -114,8 +140,8 @@ def init_from_base(gan, init_dir):
 
 def plan_summary(config, files):
     """Lines printed by --dry-run and at the start of a run."""
-    lines = [f"stage: {config.train.stage}  update rule: {config.train.update_rule}  "
-             f"steps: {config.train.steps}"]
+    rule = f"  update rule: {config.update_rule}" if config.train.stage == "fewshot" else ""
+    lines = [f"stage: {config.train.stage}{rule}  steps: {config.train.steps}"]
     if config.data.pool_groups:
         lines.append(f"  base branch trained on pooled groups: "
                      f"{', '.join(config.data.pool_groups)}")
@@ -128,35 +154,87 @@ def stage_groups(config):
     return [config.base_group] if config.train.stage == "base" else list(config.groups)
 
 
+def trained_groups(config):
+    """The groups whose branch this run trained (or inherited trained from its --init).
+
+    A base-stage run trains only the base branch; a few-shot run with ``train.group``
+    trains that branch and keeps the base branch it started from; the others are
+    untouched copies of the base branch.
+    """
+    if config.train.stage == "base":
+        return [config.base_group]
+    if config.train.group is None:
+        return list(config.groups)
+    return [config.base_group, config.train.group]
+
+
 def stage_files(config, data_dir):
     """Photos and cartoons of each group this stage trains, keyed by group.
 
     With ``data.pool_groups`` (base stage), the listed groups' files are pooled and
     trained as the base group: the paper's Baseline1-3.
     """
-    pool = config.data.pool_groups
+    data, base = config.data, config.base_group
+    pool = data.pool_groups
     if not pool:
-        return discover(data_dir, stage_groups(config), config.base_group)
-    found = discover(data_dir, pool, config.base_group)
-    return {config.base_group: GroupFiles(
-        photos=[f for g in pool for f in found[g].photos],
-        cartoons=[f for g in pool for f in found[g].cartoons])}
+        files = discover(data_dir, stage_groups(config), base)
+    else:
+        found = discover(data_dir, pool, base)
+        files = {base: GroupFiles(photos=[f for g in pool for f in found[g].photos],
+                                  cartoons=[f for g in pool for f in found[g].cartoons])}
+    if data.paired:
+        files[base] = pair_files(files[base], base)
+    if data.holdout:
+        files[base], held_out = split_holdout(files[base], data.holdout)
+        log.info("%s: %d photos and %d cartoons held out of training (data.holdout=%g)",
+                 base, len(held_out.photos), len(held_out.cartoons), data.holdout)
+        if not files[base].photos or not files[base].cartoons:
+            raise DatasetError(f"data.holdout={data.holdout} leaves no {base!r} files to train on")
+    return files
 
 
-def train(config, data_dir, run_dir, init=None, resume=False, devices=None):
-    """Train one stage. Returns the run directory. Raises TrainingError on NaN/Inf."""
+def _provenance(data_dir, init, loaded_from):
+    """Where a run came from: its data folder and what ``--init`` loaded (with a hash)."""
+    from tfcartoon.preset import file_sha256, parse_preset_ref
+
+    record = {"data": str(Path(data_dir).resolve()), "init": None}
+    if init is not None:
+        preset = parse_preset_ref(init)
+        record["init"] = {
+            "preset" if preset else "run": preset or str(Path(init).resolve()),
+            "checkpoint": str(Path(loaded_from).resolve()),
+            "sha256": file_sha256(loaded_from)}
+    return record
+
+
+def check_resume_data(run_dir, data_dir, allow_other_data):
+    path = Path(run_dir) / PROVENANCE_FILE
+    if not path.is_file():
+        return
+    recorded = json.loads(path.read_text(encoding="utf-8"))["data"]
+    if recorded != str(Path(data_dir).resolve()) and not allow_other_data:
+        raise TrainingError(f"--resume: this run trained on {recorded!r}, not on "
+                            f"{str(Path(data_dir).resolve())!r}; pass --allow-other-data to "
+                            "continue it on other data")
+
+
+def train(config, data_dir, run_dir, init=None, resume=False, devices=None,
+          allow_other_data=False):
+    """Train one stage. Returns the run directory. Raises TrainingError on NaN/Inf.
+
+    A new run records the resolved config (``precision: auto`` replaced by what was
+    used) and ``provenance.json`` (data folder, what ``init`` loaded and its hash). A
+    resume refuses another data folder unless ``allow_other_data``.
+    """
     run_dir = _check_run_dir(run_dir, resume)
     if resume:
         config = read_run_config(run_dir)
+        check_resume_data(run_dir, data_dir, allow_other_data)
+    else:
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, precision=resolve_precision(config.train.precision)))
     if config.train.stage == "fewshot" and init is None and not resume:
         raise TrainingError("the fewshot stage starts from a base run: pass --init BASE_RUN_DIR")
-    for key in ("checkpoint_every", "image_every"):
-        if getattr(config.train, key) % config.train.log_every:
-            raise ConfigError(f"train.{key} ({getattr(config.train, key)}) must be a multiple "
-                              f"of train.log_every ({config.train.log_every})")
-    if config.train.steps % config.train.log_every:
-        raise ConfigError(f"train.steps ({config.train.steps}) must be a multiple of "
-                          f"train.log_every ({config.train.log_every})")
     config, embedder_path = resolve_face_id(config)
     files = stage_files(config, data_dir)
     for line in plan_summary(config, files):
@@ -166,10 +244,10 @@ def train(config, data_dir, run_dir, init=None, resume=False, devices=None):
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     with dtype_policy(resolve_precision(config.train.precision)):
-        return _fit(config, files, run_dir, init, resume, devices, embedder_path)
+        return _fit(config, files, run_dir, init, resume, devices, embedder_path, data_dir)
 
 
-def _fit(config, files, run_dir, init, resume, devices, embedder_path):
+def _fit(config, files, run_dir, init, resume, devices, embedder_path, data_dir):
     from tfcartoon.models.face_id import load_face_embedder
 
     strategy = make_strategy(devices)
@@ -180,16 +258,23 @@ def _fit(config, files, run_dir, init, resume, devices, embedder_path):
         gan.compile(optimizer=gan.generator_optimizer, jit_compile=config.train.jit_compile)
     start_step = 0
     if resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
+        if latest_checkpoint(run_dir) is None:
             raise TrainingError(f"--resume: {str(run_dir)!r} has no checkpoint to resume from")
-        start_step = restore_gan(gan, load_state(checkpoint), str(checkpoint))
+        for path in remove_temporaries(run_dir):
+            log.info("removed %s, left by an interrupted checkpoint write", path.name)
+        checkpoint, state = load_latest(run_dir)
+        start_step = restore_gan(gan, state, str(checkpoint))
         log.info("resumed from %s (step %d)", checkpoint, start_step)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
+        loaded_from = None
         if init is not None:
-            log.info("initialised from %s", init_from_base(gan, init))
+            loaded_from = init_from_base(gan, init)
+            log.info("initialised from %s", loaded_from)
         (run_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        record = _provenance(data_dir, init, loaded_from)
+        (run_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=1) + "\n",
+                                               encoding="utf-8")
     train_cfg = config.train
     if start_step >= train_cfg.steps:
         log.info("run already complete at step %d", start_step)
@@ -197,8 +282,8 @@ def _fit(config, files, run_dir, init, resume, devices, embedder_path):
 
     # The global batch repeats one replica's layout, so each replica gets that layout.
     slots = gan.plan.slots * strategy.num_replicas_in_sync
-    dataset = training_dataset(files_by_index(config, files), slots, config, start_step)
-    sample = next(iter(training_dataset(files_by_index(config, files), slots, config, 0)))
+    by_index = files_by_index(config, files)
+    sample = next(iter(training_dataset(by_index, slots, config, 0, 1)))
     counter = cb.StepCounter(start_step)
     guard = cb.NonFiniteGuard(counter)
     callbacks = [
@@ -208,9 +293,19 @@ def _fit(config, files, run_dir, init, resume, devices, embedder_path):
         cb.Checkpointer(counter, run_dir, train_cfg.checkpoint_every,
                         train_cfg.keep_checkpoints, guard),
     ]
-    gan.fit(dataset, epochs=train_cfg.steps // train_cfg.log_every,
-            initial_epoch=start_step // train_cfg.log_every,
-            steps_per_epoch=train_cfg.log_every, callbacks=callbacks, verbose=0)
+    # Phases: the supervised warm-up (train.supervised_steps), then the full method.
+    phases = [(True, start_step, train_cfg.supervised_steps),
+              (False, max(start_step, train_cfg.supervised_steps), train_cfg.steps)]
+    for supervised, first, end in phases:
+        if first >= end or guard.bad_step is not None:
+            continue
+        log.info("steps %d-%d: %s", first, end, "supervised warm-up (paired terms only)"
+                 if supervised else "adversarial training")
+        gan.supervised = supervised
+        gan.make_train_function(force=True)
+        gan.fit(training_dataset(by_index, slots, config, first, end),
+                epochs=end // train_cfg.log_every, initial_epoch=first // train_cfg.log_every,
+                steps_per_epoch=train_cfg.log_every, callbacks=callbacks, verbose=0)
     if guard.bad_step is not None:
         last = latest_checkpoint(run_dir)
         raise TrainingError(
@@ -227,10 +322,8 @@ def files_by_index(config, files):
 def latest_state(run_dir):
     """(config, checkpoint path, state) of a run's latest checkpoint."""
     config = read_run_config(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise CheckpointError(f"run {str(run_dir)!r} has no checkpoint yet")
-    return config, checkpoint, load_state(checkpoint)
+    checkpoint, state = load_latest(run_dir)
+    return config, checkpoint, state
 
 
 def load(run_dir):
