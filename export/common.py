@@ -25,12 +25,13 @@ import tensorflow as tf
 from PIL import Image
 
 import tfcartoon
+from export.cli import TFLITE_PRECISIONS
 from export.multigroup import multigroup_core
 from tfcartoon.models.generator import CartoonGenerator
 from tfcartoon.paths import shared_path
 from tfcartoon.precision import dtype_policy
 
-PRECISIONS = ("fp32", "fp16", "int8", "full_int8")
+PRECISIONS = TFLITE_PRECISIONS
 PARITY_IMAGES = 8
 SIGNATURE = "cartoonize"
 PHOTO = "photo"

@@ -31,7 +31,6 @@ becomes one ``Resize``. 3,173 -> 1,192 nodes on the 256 px group path; ONNX Runt
 runs it ~10% faster and closer to Keras.
 """
 
-import argparse
 import collections
 import os
 import sys
@@ -40,6 +39,15 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from export import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.onnx_parser().parse_args()  # --help and bad options: answered before TensorFlow loads
+
+from tfcartoon import _quiet  # noqa: E402
+
+_quiet.install()  # TensorFlow's start-up log stays hidden unless asked for
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -61,8 +69,8 @@ from tf2onnx.optimizer.upsample_optimizer import UpsampleOptimizer  # noqa: E402
 from export import common  # noqa: E402
 from tfcartoon.inference import run_in_batches  # noqa: E402
 
-MIN_OPSET, MAX_OPSET = 13, 18
-PRECISIONS = ("fp32", "int8")
+MIN_OPSET, MAX_OPSET = cli.MIN_OPSET, cli.MAX_OPSET
+PRECISIONS = cli.ONNX_PRECISIONS
 RUN_THREADS = 2
 # tf2onnx's graph optimisers in its own order. The transpose optimiser, which removes
 # the NHWC<->NCHW transposes around every conv, takes 1-2 minutes on this ~3,000-node
@@ -415,42 +423,9 @@ def export_onnx(generator, source, out_dir, group, opset=17, quick=False, overwr
     return path, card
 
 
-def batch_size(text):
-    """``--batch``: a positive int, or 'any' (None)."""
-    if text == "any":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'any', got {text!r}")
-    return int(text)
-
-
 def parse_args(argv=None):
-    """Command-line options."""
-    parser = argparse.ArgumentParser(
-        description="Export photo->cartoon group paths of a tfcartoon generator to ONNX "
-                    "(float32, or int8 convolutions). Each file is checked against the "
-                    "Keras model with ONNX Runtime first (on real photos from the shared data "
-                    "when present, else on synthetic images; the output and model card say "
-                    "which) and is not written if it disagrees.")
-    parser.add_argument("--model", default=None,
-                        help="generator: a .keras file, a training run directory or "
-                             "preset:NAME (default: the shipped young_women preset)")
-    parser.add_argument("--group", default=None,
-                        help="group to export, or 'all' for one file per group (default: all)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--opset", type=int, default=17,
-                        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: 17)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32, or int8: static int8 convolutions calibrated on the parity "
-                             "photos, written as <group>_int8.onnx (default: fp32)")
-    parser.add_argument("--batch", type=batch_size, default=1,
-                        help="batch size fixed in the file, or 'any' for a free batch "
-                             "dimension (default: 1, which runs ~7%% faster in ONNX Runtime)")
-    parser.add_argument("--quick", action="store_true",
-                        help="skip tf2onnx's transpose optimiser: converts in well under a "
-                             "minute instead of 1-2, but runs ~20%% slower in ONNX Runtime")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return parser.parse_args(argv)
+    """Command-line options (``export.cli``)."""
+    return cli.onnx_parser().parse_args(argv)
 
 
 def main(argv=None):

@@ -11,7 +11,6 @@ real face photos (synthetic images when the shared data are absent; the
 model card says which) within the precision's gate (``export.common.GATES``).
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -19,6 +18,15 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from export import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.tflite_parser().parse_args()  # --help and bad options: answered before TensorFlow loads
+
+from tfcartoon import _quiet  # noqa: E402
+
+_quiet.install()  # TensorFlow's start-up log stays hidden unless asked for
 
 import flatbuffers  # noqa: E402
 import numpy as np  # noqa: E402
@@ -225,29 +233,8 @@ def export_tflite(generator, source, out_dir, precision="fp32", group=None, mult
 
 
 def parse_args(argv=None):
-    """Command-line options."""
-    parser = argparse.ArgumentParser(
-        description="Export photo->cartoon group paths of a tfcartoon generator to TFLite. "
-                    "Each file is checked against the Keras model first (on real photos from "
-                    "the shared data when present, else on synthetic images; the output and "
-                    "model card say which) and "
-                    "is not written if it disagrees.")
-    parser.add_argument("--model", default=None,
-                        help="generator: a .keras file, a training run directory or "
-                             "preset:NAME (default: the shipped young_women preset)")
-    parser.add_argument("--group", default=None,
-                        help="group to export, or 'all' for one file per group (default: all)")
-    parser.add_argument("--precision", choices=common.PRECISIONS, default="fp32",
-                        help="fp32, fp16 (weights), int8 (dynamic-range weights) or "
-                             "full_int8 (activations too, calibrated on the parity photos)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--app", action="store_true",
-                        help="app-ready variant: uint8 RGB in and out, scaling in the model")
-    parser.add_argument("--multigroup", action="store_true",
-                        help="one file with every group (shared trunk stored once), "
-                             "selected by an int32 'group' input (not with --group)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return parser.parse_args(argv)
+    """Command-line options (``export.cli``)."""
+    return cli.tflite_parser().parse_args(argv)
 
 
 def main(argv=None):

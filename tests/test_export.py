@@ -407,10 +407,17 @@ def test_cli_exports_every_group_and_refuses_to_overwrite(tiny_checkpoint, tmp_p
 
 @pytest.mark.parametrize("script", ["export/to_tflite.py", "export/to_onnx.py"])
 def test_scripts_run_from_the_repository_root(script):
-    result = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
+    # -X importtime lists every module imported: --help must not load TensorFlow
+    result = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "--model" in result.stdout and "--overwrite" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "tfcartoon" not in imported and not {"tensorflow", "onnx"} & imported
+    result = subprocess.run([sys.executable, script, "--precision", "fp8", "--out", "x"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--precision: invalid choice: 'fp8'" in result.stderr
 
 
 # === A smoke-trained run (configs/smoke.yaml) ===
