@@ -303,9 +303,13 @@ def remove_temporaries(run_dir):
 
 def save_checkpoint(run_dir, gan, step, keep=3):
     """Write the checkpoint of ``step`` atomically, update the index, prune old ones."""
+    return write_state(run_dir, gan_state(gan, step), step, keep)
+
+
+def write_state(run_dir, state, step, keep=3):
+    """Write a state dict as the checkpoint of ``step`` (atomically) and index it."""
     folder = Path(run_dir) / "checkpoints"
     name = f"step-{step:08d}.npz"
-    state = gan_state(gan, step)
     _atomic_write(folder / name, lambda handle: np.savez(handle, **state))
     entries = [e for e in read_index(run_dir) if e["step"] != step]
     entries.append({"step": step, "file": name})

@@ -211,7 +211,12 @@ def check_resume_data(run_dir, data_dir, allow_other_data):
     path = Path(run_dir) / PROVENANCE_FILE
     if not path.is_file():
         return
-    recorded = json.loads(path.read_text(encoding="utf-8"))["data"]
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("merged_from"):
+        raise TrainingError(f"--resume: {str(run_dir)!r} is a merged model (python -m "
+                            "tfcartoon.merge) and holds no training state; resume the runs it "
+                            "was merged from, then merge them again")
+    recorded = record["data"]
     if recorded != str(Path(data_dir).resolve()) and not allow_other_data:
         raise TrainingError(f"--resume: this run trained on {recorded!r}, not on "
                             f"{str(Path(data_dir).resolve())!r}; pass --allow-other-data to "
