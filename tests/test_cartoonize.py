@@ -48,6 +48,7 @@ def _batch(count, seed=0):
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory):
     """The tiny two-group generator, saved as .keras; returns (path, generator)."""
+    keras.utils.set_random_seed(0)  # the same weights every run
     generator = tfcartoon.build_generator(GROUPS, ngf=8, image_size=SIZE)
     path = tmp_path_factory.mktemp("models") / "generator.keras"
     generator.save(path)
@@ -259,7 +260,8 @@ def test_tflite_matches_keras(generator_file, tmp_path):
     loaded = inference.load_cartoonizer(tmp_path / f"{GROUP}_fp32.tflite", GROUP)
     assert (loaded.group, loaded.image_size) == (GROUP, SIZE)
     batch = _batch(2)
-    np.testing.assert_allclose(loaded(batch), model(batch).numpy(), atol=1e-4)
+    # XNNPACK and oneDNN sum in different orders: up to 1.2e-4 apart on random weights
+    np.testing.assert_allclose(loaded(batch), model(batch).numpy(), atol=5e-4)
 
 
 def test_uint8_tflite_takes_and_gives_pixels(tmp_path):
