@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the young_women preset (tfcartoon/presets/young_women) from
 # ../shared/data/p2c/train. Resumable: run it again after an interruption and each
-# phase continues from its last checkpoint. About 3 hours on a 2-core CPU.
+# phase continues from its last checkpoint. About 4 h 30 min on a 2-core CPU.
 #
 #   bash configs/preset_young_women.sh [DATA_DIR] [RUNS_DIR]
 #
-# On a GPU, raise train.steps in the three configs (more steps, same recipe).
+# On a GPU, raise train.steps in the four configs (more steps, same recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/p2c/train}
@@ -23,9 +23,10 @@ phase() {  # phase CONFIG OUT [--init RUN]
 phase configs/preset_young_women.yaml "$RUNS/preset-128"
 phase configs/preset_young_women_256.yaml "$RUNS/preset-256" --init "$RUNS/preset-128"
 phase configs/preset_young_women_finish.yaml "$RUNS/preset-finish" --init "$RUNS/preset-256"
+phase configs/preset_young_women_more.yaml "$RUNS/preset-more" --init "$RUNS/preset-finish"
 # Figures on the held-out pairs (data.holdout=0.1), then the float16 preset itself, in
 # RUNS/presets/young_women (the shipped one is not touched; copy it over to replace it).
-python bench/bench_preset.py --model "$RUNS/preset-finish" --group young_women --data "$DATA" \
+python bench/bench_preset.py --model "$RUNS/preset-more" --group young_women --data "$DATA" \
     --holdout 0.1 --json "$RUNS/preset-figures.json" --grid "$RUNS/preset-grid.jpg"
-python -m tfcartoon.preset "$RUNS/preset-finish" --name young_women \
+python -m tfcartoon.preset "$RUNS/preset-more" --name young_women \
     --figures "$RUNS/preset-figures.json" --root "$RUNS/presets"
