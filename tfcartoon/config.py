@@ -87,6 +87,12 @@ class TrainConfig:
     # The first N steps train the generators on the paired terms (and face-ID) only:
     # no discriminators, no cycle/identity/CAM terms. Needs data.paired.
     supervised_steps: int = 0
+    # Stage two: each group's samples are a micro-batch of their own, and only those
+    # that reach a trained variable are differentiated; gradients are added up, so the
+    # step is the same as one pass over the batch, with the memory of what trains.
+    # false: one pass over the whole batch (more memory; may be faster on a large GPU).
+    # (The supervised warm-up, train.supervised_steps, is always one pass.)
+    group_micro_batches: bool = True
     precision: str = "auto"
     initial_loss_scale: float = 128.0
     jit_compile: bool = False

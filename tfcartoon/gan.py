@@ -16,6 +16,7 @@ from tfcartoon import losses
 from tfcartoon.models.discriminator import build_discriminator
 from tfcartoon.models.face_id import face_embedding
 from tfcartoon.models.generator import build_generator
+from tfcartoon.precision import at_least_float32
 from tfcartoon.training.optimizer import ReferenceAdam
 
 DISCRIMINATORS = ("photo_global", "photo_local", "cartoon_global", "cartoon_local")
@@ -31,6 +32,11 @@ def _apply_connected(optimizer, grads, variables):
     weight decay."""
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+
+def _add_gradients(first, second):
+    """Element-wise sum of two gradient lists, where None means 'not reached'."""
+    return [a if b is None else b if a is None else a + b for a, b in zip(first, second)]
 
 
 @keras.saving.register_keras_serializable(package="tfcartoon")
@@ -87,7 +93,7 @@ class TrainingPlan:
             specific = list(config.groups)
         return cls(slots, specific, True, config.update_rule, True)
 
-    def generator_objective(self, per_sample):
+    def generator_objective(self, per_sample, total=None):
         """The generator loss the optimizer differentiates, from per-sample losses.
 
         The batch mean, as in the reference, except under the strict rule: there each
@@ -97,9 +103,28 @@ class TrainingPlan:
         coupled weight decay as in a run of that group alone (the batch mean would
         scale it by 1/number of groups). Every group has the same number of samples
         per batch, so this is the mean times the number of groups.
+
+        ``per_sample`` may be a micro-batch of a batch of ``total`` samples (default:
+        the whole batch): it then gives that micro-batch's share, and the shares of a
+        batch's micro-batches add up to the batch's objective.
         """
-        mean = ops.mean(per_sample)
-        return mean * len(set(self.slots)) if self.rule == "strict" else mean
+        total = len(self.slots) if total is None else total
+        share = ops.sum(per_sample) / float(total)
+        return share * len(set(self.slots)) if self.rule == "strict" else share
+
+    def micro_batches(self, by_group=True):
+        """``(start, stop)`` of each micro-batch of a replica's batch: one per group (the
+        slots are sorted by group) or, with ``by_group=False``, the whole batch."""
+        if not by_group:
+            return [(0, len(self.slots))]
+        bounds = [i for i in range(1, len(self.slots)) if self.slots[i] != self.slots[i - 1]]
+        starts, stops = [0, *bounds], [*bounds, len(self.slots)]
+        return list(zip(starts, stops))
+
+    def needs_backward(self, group_names):
+        """Whether samples of these groups reach a trained variable (their generator
+        loss must then be differentiated); otherwise they only run forward."""
+        return self.train_shared or any(name in self.specific for name in group_names)
 
 
 class CartoonGAN(keras.Model):
@@ -208,13 +233,14 @@ class CartoonGAN(keras.Model):
         return (losses.face_id(real_p, fake_c, per_sample=True)
                 + losses.face_id(real_c, fake_p, per_sample=True))
 
-    def _translate(self, photo, cartoon):
+    def _translate(self, photo, cartoon, slots=None):
         """Cross-domain and identity passes, two generator calls on doubled batches.
 
         Normalisation is per sample, so a concatenated batch gives each sample the
-        output it would get alone.
+        output it would get alone (and so does a micro-batch). ``slots``: the group
+        index of each sample of ``photo`` (default: the whole batch's).
         """
-        slots = self.plan.slots * 2
+        slots = list(self.plan.slots if slots is None else slots) * 2
         both = ops.concatenate([photo, cartoon], axis=0)
         to_cartoon = self.photo2cartoon.route(both, slots)
         to_photo = self.cartoon2photo.route(ops.concatenate([cartoon, photo], axis=0), slots)
@@ -225,11 +251,12 @@ class CartoonGAN(keras.Model):
         fake_photo, photo_as_photo = split(to_photo)
         return fake_cartoon, fake_photo, cartoon_as_cartoon, photo_as_photo
 
-    def _generator_terms(self, photo, cartoon, group, translated):
+    def _generator_terms(self, photo, cartoon, group, translated, slots=None):
         """Per-sample generator loss terms (each (B,), unweighted)."""
+        slots = self.plan.slots if slots is None else slots
         fake_cartoon, fake_photo, cartoon_as_cartoon, photo_as_photo = translated
-        recon_photo = self.cartoon2photo.route(fake_cartoon["image"], self.plan.slots)["image"]
-        recon_cartoon = self.photo2cartoon.route(fake_photo["image"], self.plan.slots)["image"]
+        recon_photo = self.cartoon2photo.route(fake_cartoon["image"], slots)["image"]
+        recon_cartoon = self.photo2cartoon.route(fake_photo["image"], slots)["image"]
 
         adversarial, group_term = 0.0, 0.0
         for domain, fake in (("photo", fake_photo["image"]), ("cartoon", fake_cartoon["image"])):
@@ -267,7 +294,7 @@ class CartoonGAN(keras.Model):
         cartoon of ``photo[i]``.
         """
         if not self.config.data.paired:
-            zeros = ops.zeros((ops.shape(photo)[0],), "float32")
+            zeros = ops.zeros((ops.shape(photo)[0],), at_least_float32(fake_photo.dtype))
             return {"paired": zeros, "paired_edge": zeros, "paired_texture": zeros}
         pairs = ((fake_cartoon, cartoon), (fake_photo, photo))
         return {name: sum(loss(fake, real, per_sample=True) for fake, real in pairs)
@@ -326,61 +353,119 @@ class CartoonGAN(keras.Model):
         return {name: self.trackers[name].result() for name in logs}
 
     def _adversarial_step(self, data):
-        photo, cartoon, group = data["photo"], data["cartoon"], data["group"]
-        generator_vars = self.generator_variables()
-        with tf.GradientTape(persistent=self.plan.rule == "reference") as g_tape:
-            translated = self._translate(photo, cartoon)
-            fake_cartoon, fake_photo = translated[:2]
-            # The generators do not change before their own update, so the reference's
-            # discriminator pass on freshly generated fakes sees exactly these images.
-            with g_tape.stop_recording():
-                with tf.GradientTape() as d_tape:
-                    d_loss, d_logs = self._discriminator_losses(
-                        photo, cartoon, ops.stop_gradient(fake_photo["image"]),
-                        ops.stop_gradient(fake_cartoon["image"]), group)
-                    d_scaled = self._scaled(self.discriminator_optimizer, d_loss)
-                self._apply(self.discriminator_optimizer, d_tape, d_scaled,
-                            self.discriminator_variables())
-            terms = self._weighted(self._generator_terms(photo, cartoon, group, translated))
-            per_sample = sum(terms.values())
-            g_loss = ops.mean(per_sample)
-            if self.plan.rule == "reference":
-                base = ops.cast(ops.equal(group, 0), "float32")
-                own = per_sample - terms["cam"] - terms["group"]
-                shared_loss = ops.mean(base * own + terms["cam"])
-                specific_loss = ops.mean((1.0 - base) * own + terms["group"])
-                scaled = [self._scaled(self.generator_optimizer, x)
-                          for x in (shared_loss, specific_loss)]
-            else:
-                scaled = self._scaled(self.generator_optimizer,
-                                      self.plan.generator_objective(per_sample))
-        if self.plan.rule == "reference":
-            self._apply_reference(g_tape, *scaled)
-            del g_tape
-        else:
-            self._apply(self.generator_optimizer, g_tape, scaled, generator_vars)
+        """One step of the method, in micro-batches (``train.group_micro_batches``).
 
-        logs = {"d_loss": d_loss, **d_logs, "g_loss": g_loss}
+        Each group's samples form a micro-batch (or the whole batch is one). A
+        micro-batch whose samples reach no trained variable (another group's branch
+        under the strict rule) runs forward only: the discriminators need its fakes and
+        the logs its losses, but no generator backward. The others are recorded on a
+        tape of their own, differentiated one after the other, and their gradients
+        added up, so each optimizer is applied once, to the same step as one pass over
+        the whole batch: the objective is a sum over samples (``generator_objective``),
+        normalisation is per sample, and the discriminator step sees every fake at once.
+        """
+        photo, cartoon, group = data["photo"], data["cartoon"], data["group"]
+        slots, names = self.plan.slots, self.config.groups
+        total = len(slots)
+        parts = []
+        for start, stop in self.plan.micro_batches(self.config.train.group_micro_batches):
+            part_slots = slots[start:stop]
+            backward = self.plan.needs_backward({names[s] for s in part_slots})
+            parts.append((start, stop, part_slots, backward))
+
+        # Phase 1: translations. The tapes of the trained micro-batches stay open (not
+        # recording) over the discriminator update, which must see every group's fakes.
+        tapes, translated, barrier = {}, {}, []
+        for start, stop, part_slots, backward in parts:
+            inputs = self._after(barrier, photo[start:stop], cartoon[start:stop])
+            if backward:
+                tapes[start] = tf.GradientTape(persistent=self.plan.rule == "reference")
+                with tapes[start]:
+                    translated[start] = self._translate(*inputs, part_slots)
+            else:
+                translated[start] = self._translate(*inputs, part_slots)
+            barrier = [translated[start][0]["image"], translated[start][1]["image"]]
+        # The generators do not change before their own update, so the reference's
+        # discriminator pass on freshly generated fakes sees exactly these images.
+        fake_cartoon, fake_photo = (
+            ops.stop_gradient(ops.concatenate([translated[p[0]][k]["image"] for p in parts],
+                                              axis=0)) for k in (0, 1))
+        with tf.GradientTape() as d_tape:
+            d_loss, d_logs = self._discriminator_losses(photo, cartoon, fake_photo,
+                                                        fake_cartoon, group)
+            d_scaled = self._scaled(self.discriminator_optimizer, d_loss)
+        self._apply(self.discriminator_optimizer, d_tape, d_scaled,
+                    self.discriminator_variables())
+
+        # Phase 2: generator losses, one micro-batch after the other; gradients added.
+        generator_vars = self.generator_variables()
+        grads, part_terms, barrier = None, [], [d_loss]
+        for start, stop, part_slots, backward in parts:
+            inputs = (photo[start:stop], cartoon[start:stop], translated[start])
+            if backward:
+                with tapes[start]:  # the barrier's identities must be on the tape
+                    photo_part, cartoon_part, fakes = self._after(barrier, *inputs)
+                    terms = self._weighted(self._generator_terms(
+                        photo_part, cartoon_part, group[start:stop], fakes, part_slots))
+                    objectives = self._generator_objectives(terms, group[start:stop], total)
+                part_grads = self._objective_gradients(tapes[start], objectives)
+                del tapes[start]
+                grads = part_grads if grads is None else _add_gradients(grads, part_grads)
+                barrier = [g for g in grads if g is not None]
+            else:
+                photo_part, cartoon_part, fakes = self._after(barrier, *inputs)
+                terms = self._weighted(self._generator_terms(
+                    photo_part, cartoon_part, group[start:stop], fakes, part_slots))
+                barrier = [sum(terms.values())]
+            part_terms.append(terms)
+        if grads is not None:
+            _apply_connected(self.generator_optimizer, grads, generator_vars)
+
+        terms = {name: ops.concatenate([t[name] for t in part_terms], axis=0)
+                 for name in part_terms[0]}
+        logs = {"d_loss": d_loss, **d_logs, "g_loss": ops.mean(sum(terms.values()))}
         logs.update({f"g_{name}": ops.mean(value) for name, value in terms.items()})
         for name, value in logs.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    def _apply_reference(self, tape, shared_loss, specific_loss):
-        """Shared variables follow the shared loss; branch variables follow both.
+    @staticmethod
+    def _after(barrier, *structures):
+        """``structures`` unchanged, but computed after ``barrier`` in a graph: micro-
+        batches then run one after the other instead of all at once, which is what
+        bounds the memory. (No-op when executing eagerly.)"""
+        if barrier and not tf.executing_eagerly():
+            with tf.control_dependencies(barrier):
+                structures = tf.nest.map_structure(tf.identity, structures)
+        return structures if len(structures) > 1 else structures[0]
 
-        Both losses come already scaled (``_scaled``).
-        """
+    def _generator_objectives(self, terms, group, total):
+        """This micro-batch's share of the generator losses, scaled for the optimizer
+        (call while the tape records): one loss for every generator variable, or under
+        the reference rule a (shared, specific) pair: shared variables follow the
+        base-group and CAM losses, branch variables every loss."""
+        per_sample = sum(terms.values())
         optimizer = self.generator_optimizer
-        shared, specific = self.shared_variables(), self.specific_variables()
-        shared_grads = tape.gradient(shared_loss, shared + specific)
-        specific_grads = tape.gradient(specific_loss, specific)
-        grads = list(shared_grads)
-        for index, grad in enumerate(specific_grads):
-            slot = len(shared) + index
-            if grad is not None:
-                grads[slot] = grad if grads[slot] is None else grads[slot] + grad
-        _apply_connected(optimizer, grads, shared + specific)
+        if self.plan.rule != "reference":
+            return [self._scaled(optimizer,
+                                 self.plan.generator_objective(per_sample, total))]
+        base = ops.cast(ops.equal(group, 0), per_sample.dtype)
+        own = per_sample - terms["cam"] - terms["group"]
+        shared_loss = ops.sum(base * own + terms["cam"]) / float(total)
+        specific_loss = ops.sum((1.0 - base) * own + terms["group"]) / float(total)
+        return [self._scaled(optimizer, shared_loss), self._scaled(optimizer, specific_loss)]
+
+    def _objective_gradients(self, tape, objectives):
+        """Gradients for ``generator_variables()`` (None where a loss does not reach)."""
+        variables = self.generator_variables()
+        if len(objectives) == 1:
+            return tape.gradient(objectives[0], variables)
+        shared_loss, specific_loss = objectives
+        specific = self.specific_variables()
+        grads = tape.gradient(shared_loss, variables)
+        offset = len(variables) - len(specific)
+        return grads[:offset] + _add_gradients(grads[offset:],
+                                               tape.gradient(specific_loss, specific))
 
     def call(self, inputs):
         """Inference of the photo -> cartoon generator (``{"image", "group"}``)."""

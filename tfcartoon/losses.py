@@ -1,6 +1,7 @@
 """Loss terms of the method, as pure functions on tensors.
 
-Every loss returns a float32 value, also for float16 inputs (mixed precision).
+Every loss returns a float32 value, also for float16 inputs (mixed precision), or
+float64 for float64 inputs.
 With ``per_sample=True`` a loss returns one value per sample (B,), the mean over the
 sample's elements; the default is the mean over the batch, which equals the
 reference's mean over all elements. Weights are applied by the caller.
@@ -8,9 +9,16 @@ reference's mean over all elements. Weights are applied by the caller.
 
 from keras import ops
 
+from tfcartoon.precision import at_least_float32
 
-def _f32(x):
-    return ops.cast(x, "float32")
+
+def _f32(*tensors):
+    """The tensors in float32 (float16 activations of a mixed policy are upcast), or in
+    float64 if one of them is float64."""
+    dtypes = {at_least_float32(x.dtype) for x in tensors}
+    dtype = "float64" if "float64" in dtypes else "float32"
+    cast = [ops.cast(x, dtype) for x in tensors]
+    return cast if len(cast) > 1 else cast[0]
 
 
 def _reduce(elementwise, per_sample):
@@ -42,7 +50,7 @@ def generator_adversarial(fake_logits, per_sample=False):
 
 def l1(a, b, per_sample=False):
     """Mean absolute difference (cycle and identity losses)."""
-    return _reduce(ops.abs(_f32(a) - _f32(b)), per_sample)
+    return _reduce(ops.abs(ops.subtract(*_f32(a, b))), per_sample)
 
 
 def gradient_l1(a, b, per_sample=False):
@@ -51,7 +59,7 @@ def gradient_l1(a, b, per_sample=False):
     Penalises blur that a plain L1 tolerates: a soft edge has a smaller gradient than
     the crisp one it should match.
     """
-    a, b = _f32(a), _f32(b)
+    a, b = _f32(a, b)
 
     def diffs(x):
         return x[:, 1:, :, :] - x[:, :-1, :, :], x[:, :, 1:, :] - x[:, :, :-1, :]
@@ -68,7 +76,7 @@ def gradient_energy_l1(a, b, patch=8, per_sample=False):
     pixel of the target's, so where a line's position is uncertain (hair strands) it
     rewards drawing a crisp line somewhere near rather than a flat blur.
     """
-    a, b = _f32(a), _f32(b)
+    a, b = _f32(a, b)
 
     def detail(x):
         dy = ops.abs(x[:, 1:, :-1, :] - x[:, :-1, :-1, :])
@@ -87,13 +95,13 @@ def cam_bce(logits, target, per_sample=False):
 
 def face_id(real_embedding, fake_embedding, per_sample=False):
     """1 - cosine similarity of two embeddings (B, D)."""
-    real = ops.normalize(_f32(real_embedding), axis=-1)
-    fake = ops.normalize(_f32(fake_embedding), axis=-1)
+    real, fake = (ops.normalize(x, axis=-1) for x in _f32(real_embedding, fake_embedding))
     values = 1.0 - ops.sum(real * fake, axis=-1)
     return values if per_sample else ops.mean(values)
 
 
 def group_classification(logits, group, n_groups, per_sample=False):
     """MSE between group logits (B, n_groups) and the one-hot of ``group`` (B,)."""
-    target = ops.one_hot(ops.cast(group, "int32"), n_groups)
-    return _reduce(ops.square(_f32(logits) - target), per_sample)
+    logits = _f32(logits)
+    target = ops.one_hot(ops.cast(group, "int32"), n_groups, dtype=logits.dtype)
+    return _reduce(ops.square(logits - target), per_sample)

@@ -1,7 +1,8 @@
 """Normalisation layers of photo2cartoon / U-GAT-IT: IN, LIN and SoftAdaLIN.
 
-Statistics are always computed in float32, also under a mixed precision policy, and
-the result is cast back to the layer's compute dtype. Inputs are NHWC.
+Statistics are always computed in float32, also under a mixed precision policy (in
+float64 under a float64 policy), and the result is cast back to the layer's compute
+dtype. Inputs are NHWC.
 
 ``InstanceNorm`` follows ``torch.nn.InstanceNorm2d`` (biased variance, no affine).
 ``LIN`` and ``SoftAdaLIN`` follow the reference's hand-written norms, which use the
@@ -10,6 +11,8 @@ unbiased variance (``torch.var``, N-1) with eps inside the square root.
 
 import keras
 from keras import ops
+
+from tfcartoon.precision import at_least_float32
 
 EPSILON = 1e-5
 
@@ -27,23 +30,23 @@ def _normalize(x, axes, unbiased, epsilon):
                 count *= size
             variance = variance * (count / (count - 1.0))
         else:
-            count = ops.cast(ops.prod(ops.take(ops.shape(x), list(axes))), "float32")
+            count = ops.cast(ops.prod(ops.take(ops.shape(x), list(axes))), x.dtype)
             variance = variance / (1.0 - 1.0 / count)
     return (x - mean) * ops.rsqrt(variance + epsilon)
 
 
 def instance_norm(x, epsilon=EPSILON):
     """Instance norm without affine (biased variance), statistics in float32."""
-    out = _normalize(ops.cast(x, "float32"), (1, 2), unbiased=False, epsilon=epsilon)
+    out = _normalize(ops.cast(x, at_least_float32(x.dtype)), (1, 2), unbiased=False, epsilon=epsilon)
     return ops.cast(out, x.dtype)
 
 
 def _instance_layer_mix(x, rho, epsilon):
     """rho * IN(x) + (1 - rho) * LN(x) with unbiased statistics, in float32."""
-    x = ops.cast(x, "float32")
+    x = ops.cast(x, at_least_float32(x.dtype))
     out_in = _normalize(x, (1, 2), unbiased=True, epsilon=epsilon)
     out_ln = _normalize(x, (1, 2, 3), unbiased=True, epsilon=epsilon)
-    rho = ops.cast(rho, "float32")
+    rho = ops.cast(rho, x.dtype)
     return rho * out_in + (1.0 - rho) * out_ln
 
 
@@ -95,7 +98,7 @@ class LIN(keras.layers.Layer):
 
     def call(self, x):
         out = _instance_layer_mix(x, self.rho, self.epsilon)
-        out = out * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
+        out = out * ops.cast(self.gamma, out.dtype) + ops.cast(self.beta, out.dtype)
         return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -154,13 +157,13 @@ class SoftAdaLIN(keras.layers.Layer):
         content_gamma = self.content_gamma[1](self.content_gamma[0](content))
         content_beta = self.content_beta[1](self.content_beta[0](content))
         style_gamma, style_beta = self.style_gamma(style), self.style_beta(style)
-        w_gamma = ops.cast(self.w_gamma, "float32")
-        w_beta = ops.cast(self.w_beta, "float32")
-        gamma = (1.0 - w_gamma) * ops.cast(style_gamma, "float32") + w_gamma * ops.cast(
-            content_gamma, "float32")
-        beta = (1.0 - w_beta) * ops.cast(style_beta, "float32") + w_beta * ops.cast(
-            content_beta, "float32")
         out = _instance_layer_mix(x, self.rho, self.epsilon)
+        dtype = out.dtype
+        w_gamma, w_beta = ops.cast(self.w_gamma, dtype), ops.cast(self.w_beta, dtype)
+        gamma = (1.0 - w_gamma) * ops.cast(style_gamma, dtype) + w_gamma * ops.cast(
+            content_gamma, dtype)
+        beta = (1.0 - w_beta) * ops.cast(style_beta, dtype) + w_beta * ops.cast(
+            content_beta, dtype)
         out = out * gamma[:, None, None, :] + beta[:, None, None, :]
         return ops.cast(out, self.compute_dtype)
 

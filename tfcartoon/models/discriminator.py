@@ -1,7 +1,8 @@
 """U-GAT-IT patch discriminators with a CAM head and a group classifier.
 
-Discriminators always compute in float32: spectral normalisation under float16 was
-measured to produce NaN kernels, so they ignore a mixed global policy.
+Discriminators always compute in float32 (float64 under a float64 policy): spectral
+normalisation under float16 was measured to produce NaN kernels, so they ignore a mixed
+global policy.
 """
 
 import keras
@@ -10,22 +11,22 @@ from tfcartoon.layers.cam import CAMScore, ChannelSum
 from tfcartoon.layers.init import torch_kernel_initializer
 from tfcartoon.layers.padding import ReflectionPad2D
 from tfcartoon.models.generator import validate_groups
+from tfcartoon.precision import at_least_float32
 
-DTYPE = "float32"
 KINDS = {"global": 7, "local": 5}
 
 
 def _sn_conv(x, filters, stride, name, use_bias=True):
     """Reflection pad 1 then a spectrally normalised 4x4 conv."""
-    x = ReflectionPad2D(1, name=f"{name}_pad", dtype=DTYPE)(x)
+    x = ReflectionPad2D(1, name=f"{name}_pad", dtype=at_least_float32())(x)
     layer = keras.layers.Conv2D(filters, 4, strides=stride, padding="valid", use_bias=use_bias,
-                                kernel_initializer=torch_kernel_initializer(), dtype=DTYPE,
+                                kernel_initializer=torch_kernel_initializer(), dtype=at_least_float32(),
                                 name=name)
-    return keras.layers.SpectralNormalization(layer, name=f"{name}_sn", dtype=DTYPE)(x)
+    return keras.layers.SpectralNormalization(layer, name=f"{name}_sn", dtype=at_least_float32())(x)
 
 
 def _leaky_relu(x, name):
-    return keras.layers.LeakyReLU(0.2, name=name, dtype=DTYPE)(x)
+    return keras.layers.LeakyReLU(0.2, name=name, dtype=at_least_float32())(x)
 
 
 @keras.saving.register_keras_serializable(package="tfcartoon")
@@ -59,7 +60,7 @@ class PatchDiscriminator(keras.Model):
             )
 
         # === Functional model ===
-        image = keras.Input((image_size, image_size, 3), name="image", dtype=DTYPE)
+        image = keras.Input((image_size, image_size, 3), name="image", dtype=at_least_float32())
         x = _leaky_relu(_sn_conv(image, ndf, 2, "conv0"), "conv0_lrelu")
         for index in range(1, n_layers - 2):
             x = _sn_conv(x, ndf * 2 ** index, 2, f"conv{index}")
@@ -67,16 +68,16 @@ class PatchDiscriminator(keras.Model):
         index = n_layers - 2
         x = _leaky_relu(_sn_conv(x, ndf * 2 ** index, 1, f"conv{index}"), f"conv{index}_lrelu")
         channels = ndf * 2 ** index
-        x, cam_logit = CAMScore(use_bias=False, spectral_norm=True, name="cam", dtype=DTYPE)(x)
-        x = keras.layers.Conv2D(channels, 1, use_bias=True, name="cam_conv1x1", dtype=DTYPE,
+        x, cam_logit = CAMScore(use_bias=False, spectral_norm=True, name="cam", dtype=at_least_float32())(x)
+        x = keras.layers.Conv2D(channels, 1, use_bias=True, name="cam_conv1x1", dtype=at_least_float32(),
                                 kernel_initializer=torch_kernel_initializer())(x)
         x = _leaky_relu(x, "cam_lrelu")
-        heatmap = ChannelSum(name="heatmap", dtype=DTYPE)(x)
-        pooled = keras.layers.GlobalAveragePooling2D(name="group_pool", dtype=DTYPE)(x)
+        heatmap = ChannelSum(name="heatmap", dtype=at_least_float32())(x)
+        pooled = keras.layers.GlobalAveragePooling2D(name="group_pool", dtype=at_least_float32())(x)
         group_logit = keras.layers.SpectralNormalization(
-            keras.layers.Dense(len(groups), use_bias=False, name="group_fc", dtype=DTYPE,
+            keras.layers.Dense(len(groups), use_bias=False, name="group_fc", dtype=at_least_float32(),
                                kernel_initializer=torch_kernel_initializer()),
-            name="group_fc_sn", dtype=DTYPE)(pooled)
+            name="group_fc_sn", dtype=at_least_float32())(pooled)
         patch_logit = _sn_conv(x, 1, 1, "patch_conv", use_bias=False)
         super().__init__(
             inputs=image,

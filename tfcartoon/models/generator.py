@@ -31,6 +31,7 @@ from tfcartoon.layers.blocks import (
 from tfcartoon.layers.cam import CAMScore, ChannelSum
 from tfcartoon.layers.init import torch_kernel_initializer
 from tfcartoon.layers.routing import GroupSwitch
+from tfcartoon.precision import at_least_float32
 
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -72,11 +73,11 @@ def build_group_head(ngf, image_size, name, depth=4):
 
 
 def build_group_tail(ngf, image_size, name, depth=4):
-    """G^g: HourGlass4 (to 3 channels), pad3, conv7x7 3->3, tanh in float32."""
+    """G^g: HourGlass4 (to 3 channels), pad3, conv7x7 3->3, tanh in float32 (float64 under a float64 policy)."""
     features = keras.Input((image_size, image_size, ngf), name="features")
     x = apply_hourglass(features, ngf, "hourglass4", residual=False, depth=depth)
     x = conv(x, 3, 7, "conv_block2_conv", pad=3)
-    image = keras.layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    image = keras.layers.Activation("tanh", dtype=at_least_float32(), name="tanh")(x)
     return keras.Model(features, image, name=name)
 
 
