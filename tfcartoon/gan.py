@@ -6,6 +6,7 @@ or locally. One ``train_step`` serves both stages; what it updates is decided on
 when the model is set up for a stage (``TrainingPlan``).
 """
 
+import contextlib
 import dataclasses
 
 import keras
@@ -380,9 +381,7 @@ class CartoonGAN(keras.Model):
             inputs = self._after(barrier, photo[start:stop], cartoon[start:stop])
             if backward:
                 tapes[start] = tf.GradientTape(persistent=self.plan.rule == "reference")
-                with tapes[start]:
-                    translated[start] = self._translate(*inputs, part_slots)
-            else:
+            with tapes.get(start) or contextlib.nullcontext():
                 translated[start] = self._translate(*inputs, part_slots)
             barrier = [translated[start][0]["image"], translated[start][1]["image"]]
         # The generators do not change before their own update, so the reference's
@@ -402,20 +401,18 @@ class CartoonGAN(keras.Model):
         grads, part_terms, barrier = None, [], [d_loss]
         for start, stop, part_slots, backward in parts:
             inputs = (photo[start:stop], cartoon[start:stop], translated[start])
-            if backward:
-                with tapes[start]:  # the barrier's identities must be on the tape
-                    photo_part, cartoon_part, fakes = self._after(barrier, *inputs)
-                    terms = self._weighted(self._generator_terms(
-                        photo_part, cartoon_part, group[start:stop], fakes, part_slots))
-                    objectives = self._generator_objectives(terms, group[start:stop], total)
-                part_grads = self._objective_gradients(tapes[start], objectives)
-                del tapes[start]
-                grads = part_grads if grads is None else _add_gradients(grads, part_grads)
-                barrier = [g for g in grads if g is not None]
-            else:
+            tape = tapes.pop(start, None)
+            with tape or contextlib.nullcontext():  # the barrier's identities on the tape
                 photo_part, cartoon_part, fakes = self._after(barrier, *inputs)
                 terms = self._weighted(self._generator_terms(
                     photo_part, cartoon_part, group[start:stop], fakes, part_slots))
+                if backward:
+                    objectives = self._generator_objectives(terms, group[start:stop], total)
+            if backward:
+                part_grads = self._objective_gradients(tape, objectives)
+                grads = part_grads if grads is None else _add_gradients(grads, part_grads)
+                barrier = [g for g in grads if g is not None]
+            else:
                 barrier = [sum(terms.values())]
             part_terms.append(terms)
         if grads is not None:

@@ -7,6 +7,7 @@ sample's elements; the default is the mean over the batch, which equals the
 reference's mean over all elements. Weights are applied by the caller.
 """
 
+import keras
 from keras import ops
 
 from tfcartoon.precision import at_least_float32
@@ -15,8 +16,7 @@ from tfcartoon.precision import at_least_float32
 def _f32(*tensors):
     """The tensors in float32 (float16 activations of a mixed policy are upcast), or in
     float64 if one of them is float64."""
-    dtypes = {at_least_float32(x.dtype) for x in tensors}
-    dtype = "float64" if "float64" in dtypes else "float32"
+    dtype = at_least_float32(keras.backend.result_type(*(x.dtype for x in tensors)))
     cast = [ops.cast(x, dtype) for x in tensors]
     return cast if len(cast) > 1 else cast[0]
 

@@ -18,11 +18,12 @@ KINDS = {"global": 7, "local": 5}
 
 def _sn_conv(x, filters, stride, name, use_bias=True):
     """Reflection pad 1 then a spectrally normalised 4x4 conv."""
-    x = ReflectionPad2D(1, name=f"{name}_pad", dtype=at_least_float32())(x)
+    dtype = at_least_float32()
+    x = ReflectionPad2D(1, name=f"{name}_pad", dtype=dtype)(x)
     layer = keras.layers.Conv2D(filters, 4, strides=stride, padding="valid", use_bias=use_bias,
-                                kernel_initializer=torch_kernel_initializer(), dtype=at_least_float32(),
+                                kernel_initializer=torch_kernel_initializer(), dtype=dtype,
                                 name=name)
-    return keras.layers.SpectralNormalization(layer, name=f"{name}_sn", dtype=at_least_float32())(x)
+    return keras.layers.SpectralNormalization(layer, name=f"{name}_sn", dtype=dtype)(x)
 
 
 def _leaky_relu(x, name):

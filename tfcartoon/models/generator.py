@@ -73,7 +73,8 @@ def build_group_head(ngf, image_size, name, depth=4):
 
 
 def build_group_tail(ngf, image_size, name, depth=4):
-    """G^g: HourGlass4 (to 3 channels), pad3, conv7x7 3->3, tanh in float32 (float64 under a float64 policy)."""
+    """G^g: HourGlass4 (to 3 channels), pad3, conv7x7 3->3, tanh in float32 (float64
+    under a float64 policy)."""
     features = keras.Input((image_size, image_size, ngf), name="features")
     x = apply_hourglass(features, ngf, "hourglass4", residual=False, depth=depth)
     x = conv(x, 3, 7, "conv_block2_conv", pad=3)
