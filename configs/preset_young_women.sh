@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the young_women preset (tfcartoon/presets/young_women) from
 # ../shared/data/p2c/train. Resumable: run it again after an interruption and each
-# phase continues from its last checkpoint. About 4 h 30 min on a 2-core CPU.
+# phase continues from its last checkpoint. About 5 h on a 2-core CPU (phases 5-7: 1 h 17 min as run).
 #
 #   bash configs/preset_young_women.sh [DATA_DIR] [RUNS_DIR]
 #
-# On a GPU, raise train.steps in the four configs (more steps, same recipe).
+# On a GPU, raise train.steps in the seven configs (more steps, same recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/p2c/train}
@@ -24,9 +24,12 @@ phase configs/preset_young_women.yaml "$RUNS/preset-128"
 phase configs/preset_young_women_256.yaml "$RUNS/preset-256" --init "$RUNS/preset-128"
 phase configs/preset_young_women_finish.yaml "$RUNS/preset-finish" --init "$RUNS/preset-256"
 phase configs/preset_young_women_more.yaml "$RUNS/preset-more" --init "$RUNS/preset-finish"
+phase configs/preset_young_women_sharpen.yaml "$RUNS/preset-sharpen" --init "$RUNS/preset-more"
+phase configs/preset_young_women_sharpen2.yaml "$RUNS/preset-sharpen2" --init "$RUNS/preset-sharpen"
+phase configs/preset_young_women_sharpen3.yaml "$RUNS/preset-sharpen3" --init "$RUNS/preset-sharpen2"
 # Figures on the held-out pairs (data.holdout=0.1), then the float16 preset itself, in
 # RUNS/presets/young_women (the shipped one is not touched; copy it over to replace it).
-python bench/bench_preset.py --model "$RUNS/preset-more" --group young_women --data "$DATA" \
+python bench/bench_preset.py --model "$RUNS/preset-sharpen3" --group young_women --data "$DATA" \
     --holdout 0.1 --json "$RUNS/preset-figures.json" --grid "$RUNS/preset-grid.jpg"
-python -m tfcartoon.preset "$RUNS/preset-more" --name young_women \
+python -m tfcartoon.preset "$RUNS/preset-sharpen3" --name young_women \
     --figures "$RUNS/preset-figures.json" --root "$RUNS/presets"
