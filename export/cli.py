@@ -42,8 +42,19 @@ def tflite_parser():
     parser.add_argument("--multigroup", action="store_true",
                         help="one file with every group (shared trunk stored once), "
                              "selected by an int32 'group' input (not with --group)")
+    _auto_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser
+
+
+def _auto_options(parser):
+    parser.add_argument("--auto", action="store_true",
+                        help="one file with every group and the group classifier: its only "
+                             "input is the image, each face is routed to its group's branch "
+                             "(outputs: cartoon, group_probabilities; not with --group)")
+    parser.add_argument("--classifier", default=None,
+                        help="with --auto: the group classifier (.keras; default: the run "
+                             "directory's group_classifier.keras)")
 
 
 def onnx_parser():
@@ -69,5 +80,6 @@ def onnx_parser():
     parser.add_argument("--quick", action="store_true",
                         help="skip tf2onnx's transpose optimiser: converts in well under a "
                              "minute instead of 1-2, but runs ~20%% slower in ONNX Runtime")
+    _auto_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return parser

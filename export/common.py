@@ -26,7 +26,7 @@ from PIL import Image
 
 import tfcartoon
 from export.cli import TFLITE_PRECISIONS
-from export.multigroup import multigroup_core
+from export.multigroup import auto_core, multigroup_core
 from tfcartoon.models.generator import CartoonGenerator
 from tfcartoon.paths import shared_path
 from tfcartoon.precision import dtype_policy
@@ -37,7 +37,11 @@ SIGNATURE = "cartoonize"
 PHOTO = "photo"
 GROUP = "group"
 CARTOON = "cartoon"
+PROBABILITIES = "group_probabilities"
 ONE_LEVEL = 2.0 / 255.0  # one 8-bit output level on the [-1, 1] scale
+# Largest difference allowed between an auto export's group probabilities and the Keras
+# classifier's: a routing decision can only flip for faces this close to the threshold.
+PROBABILITY_TOLERANCE = 0.02
 EXPORT_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "tf2onnx", "onnx", "onnxruntime")
 
 
@@ -166,6 +170,54 @@ def load_for_cli(model, group):
     return generator, checkpoint, groups
 
 
+def auto_problem(args):
+    """Why ``--auto``/``--classifier`` cannot apply to these options, or None."""
+    if args.classifier is not None and not args.auto:
+        return (f"--classifier {args.classifier} is used only by the auto variant; add --auto "
+                "or drop it")
+    if args.auto and args.group is not None:
+        return (f"--auto writes every group into one file and routes by itself; --group "
+                f"{args.group} cannot apply (drop one of them)")
+    if args.auto and args.classifier is None and (args.model is None or not Path(args.model).is_dir()):
+        return ("--auto needs a group classifier: pass --classifier FILE, or a run directory "
+                "as --model that holds group_classifier.keras")
+    return None
+
+
+def classifier_for_cli(args, generator):
+    """The group classifier of an ``--auto`` export (None without --auto), or False after
+    printing the one-line error (the caller exits with status 2)."""
+    import sys
+
+    from tfcartoon.classifier import ClassifierError, default_path
+
+    if not args.auto:
+        return None
+    path = args.classifier or default_path(args.model)
+    try:
+        return load_classifier_for(generator, path)
+    except ClassifierError as error:
+        print(f"error: --auto: {error}", file=sys.stderr)
+        return False
+
+
+def routing_card(classifier, routing_figures):
+    """The ``routing`` entry of an auto export's model card."""
+    evaluation = classifier.card.get("evaluation", {})
+    return {
+        "threshold": classifier.threshold,
+        "fallback_group": classifier.groups[0],
+        "rule": "the most probable group, or the fallback group below the threshold",
+        "classifier": {"path": str(Path(classifier.source).resolve()),
+                       "sha256": source_sha256(classifier.source),
+                       "params": int(classifier.model.count_params()),
+                       "accuracy": evaluation.get("accuracy"),
+                       "per_group_accuracy": evaluation.get("per_group_accuracy"),
+                       "evaluation_photos": classifier.card.get("evaluation_photos")},
+        "parity": routing_figures,
+    }
+
+
 def untrained_groups(model, groups):
     """Those of ``groups`` whose branch the run directory ``model`` did not train."""
     from tfcartoon.training.run import read_run_config, trained_groups
@@ -256,15 +308,20 @@ def app_io(core):
     return serve
 
 
-def serving_function(generator, group=None, app=False, batch=1):
+def serving_function(generator, group=None, app=False, batch=1, classifier=None):
     """A ``tf.function`` for the export signature: ``photo`` (+ ``group``) -> {``cartoon``}.
 
     ``group`` names one group path; ``None`` builds the multi-group graph with a
     ``group`` index input (1,) int32. ``app`` makes input and output uint8 RGB.
-    ``batch`` is the batch size of the signature (None: any).
+    ``batch`` is the batch size of the signature (None: any). ``classifier`` (a
+    ``tfcartoon.classifier.GroupClassifier`` for the generator's groups) builds the
+    auto variant instead: ``photo`` -> {``cartoon``, ``group_probabilities``}, the
+    branch picked inside by ``route_index``.
     """
     size = generator.image_size
     photo = tf.TensorSpec((batch, size, size, 3), tf.uint8 if app else tf.float32, name=PHOTO)
+    if classifier is not None:
+        return _auto_serving_function(generator, classifier, app, photo)
     if group is None:
         core = multigroup_core(generator, frozen_call)
     else:
@@ -287,6 +344,61 @@ def serving_function(generator, group=None, app=False, batch=1):
         return {CARTOON: core(photo)}
 
     return tf.function(serve, input_signature=[photo])
+
+
+def _auto_serving_function(generator, classifier, app, photo):
+    """The auto variant's ``tf.function``: one image in, its cartoon and group probabilities out."""
+    core = auto_core(generator, classifier.model, classifier.threshold, frozen_call)
+
+    def serve(photo):
+        image = tf.cast(photo, tf.float32) / 127.5 - 1.0 if app else photo
+        cartoon, probabilities = core(image)
+        if app:
+            levels = tf.clip_by_value(tf.round((cartoon + 1.0) * 127.5), 0.0, 255.0)
+            cartoon = tf.cast(levels, tf.uint8)
+        return {CARTOON: cartoon, PROBABILITIES: probabilities}
+
+    return tf.function(serve, input_signature=[photo])
+
+
+def load_classifier_for(generator, path):
+    """The group classifier at ``path`` for ``generator`` (same groups, its image size)."""
+    from tfcartoon.classifier import load_group_classifier
+
+    return load_group_classifier(path, generator.groups, generator.image_size)
+
+
+def auto_parity(generator, classifier, photos, app, run, name, gate):
+    """Parity of an auto export, image by image; raises ParityError on a failed gate.
+
+    ``run(photos)`` -> (cartoons, probabilities) of the exported file. The cartoons are
+    checked against the Keras group path of the group the file itself picked (routing
+    by hand with its prediction), the probabilities against the Keras classifier's.
+    Returns (cartoon figures, routing figures).
+    """
+    from tfcartoon.models.group_classifier import route_index
+
+    cartoons, probabilities = run(photos)
+    index, _, _ = route_index(probabilities, classifier.threshold)
+    reference = np.empty_like(cartoons)
+    for group_index in sorted(set(index.tolist())):
+        chosen = index == group_index
+        reference[chosen] = keras_reference(generator, generator.groups[group_index],
+                                            photos[chosen], app)
+    figures = parity_figures(reference, cartoons)
+    enforce_gate(f"{name} [routed by its own prediction]", gate, figures)
+    keras_probabilities = classifier.probabilities(photos_to_float(photos))
+    keras_index, _, _ = route_index(keras_probabilities, classifier.threshold)
+    error = float(np.abs(keras_probabilities - probabilities).max())
+    if error > PROBABILITY_TOLERANCE:
+        raise ParityError(f"{name}: refused, its group probabilities are {error:.3g} from the "
+                          f"Keras classifier's (> {PROBABILITY_TOLERANCE}) (nothing was written)")
+    routing = {"probabilities_max_abs_err": error,
+               "same_group_as_keras": int((keras_index == index).sum()),
+               "images": int(len(index)),
+               "groups_picked": {generator.groups[i]: int((index == i).sum())
+                                 for i in sorted(set(index.tolist()))}}
+    return figures, routing
 
 
 def to_levels(images):

@@ -43,7 +43,10 @@ def multigroup_core(generator, wrap):
         index = group[0]
 
         def switch(layers, pick=lambda out: out):
-            return lambda x: select_branch(index, [lambda f=f: pick(f(x)) for f in layers])
+            # the input's static shape restated inside each branch: ONNX converters infer
+            # the shapes of an If branch's ops from it (TFLite does not need it)
+            return lambda x: select_branch(
+                index, [lambda f=f: pick(f(tf.ensure_shape(x, x.shape))) for f in layers])
 
         def cam(x):  # the CAM logits are not an output of the export
             return switch(cams, pick=lambda out: out[0])(x), None
@@ -52,3 +55,22 @@ def multigroup_core(generator, wrap):
         return cartoon
 
     return core
+
+
+def auto_core(generator, classifier, threshold, wrap):
+    """``core(image)`` -> (cartoon, probabilities): the classifier picks the group index.
+
+    The rule is ``tfcartoon.models.group_classifier.route_index``: the most probable
+    group, or the base group (index 0) when its probability is below ``threshold``.
+    ``classifier`` takes the generator's image size and groups, in its order.
+    """
+    core, classify = multigroup_core(generator, wrap), wrap(classifier)
+
+    def auto(image):
+        probabilities = tf.cast(classify(image), tf.float32)
+        top = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        confident = tf.reduce_max(probabilities, axis=-1) >= threshold
+        index = tf.where(confident, top, tf.zeros_like(top))
+        return core(image, index), probabilities
+
+    return auto

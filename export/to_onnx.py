@@ -94,13 +94,16 @@ def convert(function, opset, quick=False):
     ``quick`` skips tf2onnx's transpose optimiser (see ``TRANSPOSES``).
     """
     concrete = function.get_concrete_function()
-    (photo,), (cartoon,) = concrete.inputs, concrete.outputs
-    graph_def = tf2onnx.tf_loader.from_function(concrete, [photo.name], [cartoon.name])
+    (photo,) = concrete.inputs
+    # {cartoon} (and group_probabilities for the auto variant), in a fixed order
+    outputs = {key: tensor.name for key, tensor in sorted(concrete.structured_outputs.items())}
+    graph_def = tf2onnx.tf_loader.from_function(concrete, [photo.name], list(outputs.values()))
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
         onnx_graph = tf2onnx.tfonnx.process_tf_graph(
-            graph, opset=opset, input_names=[photo.name], output_names=[cartoon.name],
-            tensors_to_rename={photo.name: common.PHOTO, cartoon.name: common.CARTOON})
+            graph, opset=opset, input_names=[photo.name], output_names=list(outputs.values()),
+            tensors_to_rename={photo.name: common.PHOTO,
+                               **{name: key for key, name in outputs.items()}})
     optimizers = OPTIMIZERS if quick else collections.OrderedDict([TRANSPOSES, *OPTIMIZERS.items()])
     onnx_graph = tf2onnx.optimizer.optimize_graph(onnx_graph, optimizers=optimizers)
     model = onnx_graph.make_model("tfcartoon photo->cartoon")
@@ -279,17 +282,29 @@ def _channel_counts(model):
     return counts
 
 
+def _used_names(nodes):
+    """Tensor names read by ``nodes``, and by the nodes of their subgraphs (``If`` branches
+    read the outer graph's tensors by name)."""
+    used = set()
+    for node in nodes:
+        used.update(node.input)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
+                used |= _used_names(subgraph.node)
+    return used
+
+
 def _remove_dead_nodes(graph):
     """Drop nodes whose outputs nothing uses, then unused initializers."""
     outputs = {output.name for output in graph.output}
     while True:
-        used = {name for node in graph.node for name in node.input} | outputs
+        used = _used_names(graph.node) | outputs
         alive = [node for node in graph.node if any(out in used for out in node.output)]
         if len(alive) == len(graph.node):
             break
         del graph.node[:]
         graph.node.extend(alive)
-    used = {name for node in graph.node for name in node.input}
+    used = _used_names(graph.node)
     alive = [tensor for tensor in graph.initializer if tensor.name in used]
     del graph.initializer[:]
     graph.initializer.extend(alive)
@@ -365,6 +380,60 @@ def run_onnx(data, photos):
                           batch if isinstance(batch, int) else None)
 
 
+def run_onnx_auto(data, photos):
+    """(cartoons, group probabilities) of an auto file on uint8 ``photos``, one at a time."""
+    runner = session(data)
+    results = [runner.run([common.CARTOON, common.PROBABILITIES], {common.PHOTO: image[None]})
+               for image in common.photos_to_float(photos)]
+    return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]))
+
+
+def export_onnx_auto(generator, source, out_dir, classifier, opset=17, quick=False,
+                     overwrite=False, parity=None):
+    """Convert, check and write ``auto.onnx``: every group and the group classifier, one
+    float32 image (batch 1) in, its cartoon and the group probabilities out; the group
+    paths are ONNX ``If`` branches. Returns (path, card).
+
+    Raises:
+        ValueError: opset outside [13, 18].
+        FileExistsError, common.ParityError: nothing written.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
+    generator = common.as_float32(generator)
+    groups = list(generator.groups)
+    path, card_path = common.output_paths(out_dir, "auto.onnx")
+    common.refuse_existing([path, card_path], overwrite)
+    gate = common.gate_for("fp32")
+    photos, image_source = parity or common.parity_images(generator.image_size)
+    data = convert(common.serving_function(generator, classifier=classifier), opset, quick)
+    figures, routing = common.auto_parity(generator, classifier, photos, False,
+                                          lambda images: run_onnx_auto(data, images),
+                                          path.name, gate)
+    size = generator.image_size
+    card = common.model_card(
+        file_format="onnx", path=path, generator=generator, groups=groups, precision="fp32",
+        app=False, inputs=[common.tensor_contract(common.PHOTO, (1, size, size, 3), "float32",
+                                                  (-1.0, 1.0))],
+        outputs=[common.tensor_contract(common.CARTOON, (1, size, size, 3), "float32",
+                                        (-1.0, 1.0)),
+                 common.tensor_contract(common.PROBABILITIES, (1, len(groups)), "float32",
+                                        (0.0, 1.0))],
+        signature=None, parity=figures, gate=gate, image_source=image_source,
+        params=generator.count_params() + classifier.model.count_params(), source=source,
+        ops=onnx_ops(data),
+        runtime=f"onnxruntime {onnxruntime.__version__} CPU, ORT_ENABLE_ALL, "
+                f"{RUN_THREADS} threads")
+    card["parity"]["reference"] = ("Keras float32 group model of the group the file picked, "
+                                   "per image")
+    card["opset"] = opset
+    card["transposes_optimized"] = not quick
+    card["group_index"] = {name: index for index, name in enumerate(groups)}
+    card["routing"] = common.routing_card(classifier, routing)
+    card = common.write_artifact(path, card_path, data, card, overwrite)
+    return path, card
+
+
 def export_onnx(generator, source, out_dir, group, opset=17, quick=False, overwrite=False,
                 parity=None, batch=1, precision="fp32"):
     """Convert, check and write ``<group>.onnx`` (``<group>_int8.onnx``) and its model card;
@@ -432,16 +501,31 @@ def main(argv=None):
     """Export every requested group; returns the exit status (1 if any was refused)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
+    problem = common.auto_problem(args)
+    if problem is None and args.auto and (args.precision != "fp32" or args.batch != 1):
+        problem = "--auto writes a float32 file of batch 1 (each image picks its branch); drop --precision/--batch"
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     loaded = common.load_for_cli(args.model, args.group)
     if loaded is None:
         return 2
     generator, checkpoint, groups = loaded
+    classifier = common.classifier_for_cli(args, generator)
+    if classifier is False:
+        return 2
     failed = False
-    for group in groups:
+    for group in [None] if args.auto else groups:
         try:
-            path, card = export_onnx(generator, checkpoint, args.out, group, opset=args.opset,
-                                     quick=args.quick, overwrite=args.overwrite,
-                                     batch=args.batch, precision=args.precision)
+            if args.auto:
+                path, card = export_onnx_auto(generator, checkpoint, args.out, classifier,
+                                              opset=args.opset, quick=args.quick,
+                                              overwrite=args.overwrite)
+            else:
+                path, card = export_onnx(generator, checkpoint, args.out, group,
+                                         opset=args.opset, quick=args.quick,
+                                         overwrite=args.overwrite, batch=args.batch,
+                                         precision=args.precision)
         except (common.ParityError, FileExistsError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed = True

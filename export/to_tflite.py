@@ -140,17 +140,24 @@ def check_builtin_ops(data, name):
 
 # === Running ===
 
-def run_tflite(data, photos, app=False, group_index=None, threads=RUN_THREADS):
-    """Run a converted model on uint8 ``photos`` one at a time; returns the stacked outputs."""
+def run_tflite(data, photos, app=False, group_index=None, threads=RUN_THREADS,
+               probabilities=False):
+    """Run a converted model on uint8 ``photos`` one at a time; returns the stacked outputs
+    (with ``probabilities``: the cartoons and the auto file's group probabilities)."""
     interpreter = Interpreter(model_content=data, num_threads=threads)
     runner = interpreter.get_signature_runner(common.SIGNATURE)
     images = photos if app else common.photos_to_float(photos)
-    outputs = []
+    outputs, routing = [], []
     for image in images:
         inputs = {common.PHOTO: image[None]}
         if group_index is not None:
             inputs[common.GROUP] = np.array([group_index], np.int32)
-        outputs.append(runner(**inputs)[common.CARTOON])
+        result = runner(**inputs)
+        outputs.append(result[common.CARTOON])
+        if probabilities:
+            routing.append(result[common.PROBABILITIES])
+    if probabilities:
+        return np.concatenate(outputs), np.concatenate(routing)
     return np.concatenate(outputs)
 
 
@@ -178,7 +185,7 @@ def worst(figures):
 # === Export ===
 
 def export_tflite(generator, source, out_dir, precision="fp32", group=None, multigroup=False,
-                  app=False, overwrite=False, parity=None):
+                  app=False, overwrite=False, parity=None, classifier=None):
     """Convert, check and write one TFLite file and its model card; returns (path, card).
 
     Args:
@@ -191,11 +198,17 @@ def export_tflite(generator, source, out_dir, precision="fp32", group=None, mult
         app: uint8 RGB input and output, scaling inside the model.
         overwrite: replace existing outputs.
         parity: (uint8 photos, description); default ``common.parity_images``.
+        classifier: a ``GroupClassifier`` for the generator's groups: write the auto
+            variant (``auto_<precision>.tflite``), every group plus the classifier, the
+            image its only input.
 
     Raises:
         FileExistsError, common.UnsupportedOpsError, common.ParityError: nothing written.
     """
     generator = common.as_float32(generator)
+    if classifier is not None:
+        return _export_auto(generator, source, out_dir, precision, app, overwrite, parity,
+                            classifier)
     groups = list(generator.groups) if multigroup else common.check_groups(generator, group)
     if len(groups) != 1 and not multigroup:
         raise ValueError(f"export_tflite exports one group, got {group!r}; use main() for 'all'")
@@ -232,6 +245,40 @@ def export_tflite(generator, source, out_dir, precision="fp32", group=None, mult
     return path, card
 
 
+def _export_auto(generator, source, out_dir, precision, app, overwrite, parity, classifier):
+    """``export_tflite`` for the auto variant (see there)."""
+    groups = list(generator.groups)
+    path, card_path = common.output_paths(
+        out_dir, f"auto_{precision}{'_app' if app else ''}.tflite")
+    common.refuse_existing([path, card_path], overwrite)
+    gate = common.gate_for(precision, app)
+    photos, image_source = parity or common.parity_images(generator.image_size)
+    function = common.serving_function(generator, app=app, classifier=classifier)
+    representative = representative_dataset(photos, app) if precision == "full_int8" else None
+    data = convert(function, precision, representative)
+    ops = check_builtin_ops(data, path.name)
+    figures, routing = common.auto_parity(
+        generator, classifier, photos, app,
+        lambda images: run_tflite(data, images, app=app, probabilities=True), path.name, gate)
+    params = generator.count_params() + classifier.model.count_params()
+    card = common.model_card(
+        file_format="tflite", path=path, generator=generator, groups=groups,
+        precision=precision, app=app,
+        inputs=[common.image_contract(common.PHOTO, generator.image_size, app)],
+        outputs=[common.image_contract(common.CARTOON, generator.image_size, app),
+                 common.tensor_contract(common.PROBABILITIES, (1, len(groups)), "float32",
+                                        (0.0, 1.0))],
+        signature=common.SIGNATURE, parity=figures, gate=gate,
+        image_source=image_source, params=params, source=source, ops=ops,
+        runtime=f"ai-edge-litert Interpreter, default delegates, {RUN_THREADS} threads")
+    card["parity"]["reference"] = ("Keras float32 group model of the group the file picked, "
+                                   "per image")
+    card["group_index"] = {name: index for index, name in enumerate(groups)}
+    card["routing"] = common.routing_card(classifier, routing)
+    card = common.write_artifact(path, card_path, data, card, overwrite)
+    return path, card
+
+
 def parse_args(argv=None):
     """Command-line options (``export.cli``)."""
     return cli.tflite_parser().parse_args(argv)
@@ -245,17 +292,25 @@ def main(argv=None):
         print(f"error: --multigroup writes every group into one file; --group {args.group} "
               "cannot apply (drop one of them)", file=sys.stderr)
         return 2
+    problem = common.auto_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     loaded = common.load_for_cli(args.model, args.group)
     if loaded is None:
         return 2
     generator, checkpoint, groups = loaded
-    jobs = [None] if args.multigroup else groups
+    classifier = common.classifier_for_cli(args, generator)
+    if classifier is False:
+        return 2
+    jobs = [None] if args.multigroup or args.auto else groups
     failed = False
     for group in jobs:
         try:
             path, card = export_tflite(
                 generator, checkpoint, args.out, precision=args.precision, group=group,
-                multigroup=args.multigroup, app=args.app, overwrite=args.overwrite)
+                multigroup=args.multigroup, app=args.app, overwrite=args.overwrite,
+                classifier=classifier)
         except (common.ParityError, common.UnsupportedOpsError, FileExistsError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed = True

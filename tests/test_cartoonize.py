@@ -66,10 +66,10 @@ def cached_model(generator_file, elderly, monkeypatch):
     """The CLI reuses the module's loaded model for (generator.keras, elderly); other requests load for real."""
     real = inference.load_cartoonizer
 
-    def load(path=None, group=None):
+    def load(path=None, group=None, classifier=None):
         if path is not None and Path(path) == generator_file[0] and group == GROUP:
             return elderly
-        return real(path, group)
+        return real(path, group, classifier)
 
     # cartoonize imports load_cartoonizer when it runs (so --help needs no TensorFlow)
     monkeypatch.setattr(inference, "load_cartoonizer", load)

@@ -11,10 +11,15 @@ model's image size), cartoonized, and written as
 ``<stem>_cartoonized.jpg``. A folder's sub-folder layout is kept in OUT_DIR; files
 named directly go to OUT_DIR's top. The model is a run directory, a ``.keras``,
 ``.tflite`` or ``.onnx`` file, or ``preset:NAME``; without ``--model`` the shipped
-young_women preset draws (see ``tfcartoon.inference``).
+young_women preset draws (see ``tfcartoon.inference``). ``--group auto`` lets the
+group classifier pick each face's group (``python -m tfcartoon.classifier`` trains it
+into a run directory; an ``--auto`` export holds its own): faces of one photo can be
+drawn by different branches, and a face the classifier is unsure of is drawn by the
+base group.
 
 A report (CSV or JSON, by the extension) lists every input with its outcome, in
-the same columns as ``python -m tfcartoon.prepare``; every file that yields no
+the same columns as ``python -m tfcartoon.prepare`` (``groups``: the group that drew
+each face, with ``--group auto`` its probability and any fallback); every file that yields no
 cartoon gets a one-line reason on stderr and the batch goes on. Inputs are never
 modified and existing outputs are kept unless ``--overwrite``. Exit status: 0 when
 every file gave at least one cartoon, 1 when any did not, 2 for bad arguments
@@ -64,7 +69,12 @@ def build_parser():
                         help="run directory (with config.yaml), a .keras, .tflite or .onnx model, or "
                              "preset:NAME (default: the shipped young_women preset)")
     parser.add_argument("--group", default=None,
-                        help="group to draw (e.g. elderly); required when the model holds several groups")
+                        help="group to draw (e.g. elderly); required when the model holds several groups. "
+                             "'auto': the group classifier picks each face's group (see --classifier)")
+    parser.add_argument("--classifier", type=Path, default=None,
+                        help="with --group auto and a Keras model: the group classifier "
+                             "(default: the run directory's group_classifier.keras; an auto "
+                             "export holds its own)")
     parser.add_argument("-o", "--out-dir", type=Path, required=True,
                         help="folder for the cartoons; must not be an input folder or inside one")
     parser.add_argument("--paste-back", action="store_true",
@@ -156,10 +166,23 @@ def to_pixels(cartoons):
 
 
 def cartoonize_crops(cartoonizer, crops, batch_size):
-    """Run the model on uint8 crops, ``batch_size`` at a time; returns uint8 cartoons."""
+    """Run the model on uint8 crops, ``batch_size`` at a time.
+
+    Returns (uint8 cartoons, the group label of each face): the cartoonizer's group,
+    or with a routing model (``--group auto``) where each face went and why.
+    """
     crops = np.stack(crops)
     chunks = [crops[start:start + batch_size] for start in range(0, len(crops), batch_size)]
-    return np.concatenate([to_pixels(cartoonizer(to_model_range(chunk))) for chunk in chunks])
+    cartoons, labels = [], []
+    for chunk in chunks:
+        if hasattr(cartoonizer, "routed"):
+            drawn, routes = cartoonizer.routed(to_model_range(chunk))
+            labels += [route.label() for route in routes]
+        else:
+            drawn = cartoonizer(to_model_range(chunk))
+            labels += [cartoonizer.group or ""] * len(chunk)
+        cartoons.append(to_pixels(drawn))
+    return np.concatenate(cartoons), labels
 
 
 def resize_cartoon(cartoon, size):
@@ -193,7 +216,8 @@ def process_file(path, stem, options, detector, cartoonizer, protected):
     if not pending:
         return outcome
     aligned = [faces.align_face(image, face, size=cartoonizer.image_size) for face in found]
-    cartoons = cartoonize_crops(cartoonizer, [crop.image for crop in aligned], options.batch_size)
+    cartoons, outcome.groups = cartoonize_crops(cartoonizer, [crop.image for crop in aligned],
+                                                options.batch_size)
     images = {target: resize_cartoon(cartoon, options.size)
               for target, cartoon in zip(targets[:len(found)], cartoons)}
     if options.paste_back and targets[-1] in pending:
@@ -234,7 +258,7 @@ def main(argv=None):
     from tfcartoon.inference import ModelLoadError, load_cartoonizer
 
     try:
-        cartoonizer = load_cartoonizer(options.model, options.group)
+        cartoonizer = load_cartoonizer(options.model, options.group, options.classifier)
     except ModelLoadError as error:
         parser.error(str(error))
     start = time.perf_counter()

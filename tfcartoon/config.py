@@ -105,6 +105,25 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class RoutingConfig:
+    # The group classifier behind ``--group auto`` (python -m tfcartoon.classifier): it
+    # reads each aligned face and picks its branch. A face whose top probability is below
+    # ``threshold`` falls back to the base group.
+    threshold: float = 0.5
+    # Faces are average-pooled to this side before the classifier's four stride-2 convs
+    # (model.image_size must be a multiple of it); the first conv has ``width`` channels.
+    input_size: int = 64
+    width: int = 16
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 2.0e-3
+    # Evaluation photos: each group's val/photos folder when it has one; otherwise this
+    # fraction of its photos, picked by a hash of the file name, is kept out of training.
+    holdout: float = 0.15
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class Config:
     groups: list = dataclasses.field(default_factory=lambda: list(DEFAULT_GROUPS))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -112,6 +131,7 @@ class Config:
     face_id: FaceIdConfig = dataclasses.field(default_factory=FaceIdConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    routing: RoutingConfig = dataclasses.field(default_factory=RoutingConfig)
 
     @property
     def base_group(self):
@@ -264,10 +284,28 @@ def validate(config):
     if not 0.0 <= train.decay_start <= 1.0:
         raise ConfigError(f"train.decay_start must be in [0, 1], got {train.decay_start}")
     _validate_paired(config)
+    _validate_routing(config)
     if config.data.resize < config.model.image_size:
         raise ConfigError(f"data.resize ({config.data.resize}) must be at least "
                           f"model.image_size ({config.model.image_size})")
     return config
+
+
+def _validate_routing(config):
+    """The group classifier's settings (``routing``) must fit the model's image size."""
+    routing, size = config.routing, config.model.image_size
+    if not 0.0 <= routing.threshold <= 1.0:
+        raise ConfigError(f"routing.threshold must be in [0, 1], got {routing.threshold}")
+    if routing.input_size < 16 or routing.input_size % 16 or size % routing.input_size:
+        raise ConfigError(f"routing.input_size must be a multiple of 16 that divides "
+                          f"model.image_size ({size}), got {routing.input_size}")
+    for key in ("width", "epochs", "batch_size"):
+        if getattr(routing, key) < 1:
+            raise ConfigError(f"routing.{key} must be at least 1, got {getattr(routing, key)}")
+    if not routing.lr > 0:
+        raise ConfigError(f"routing.lr must be a positive number, got {routing.lr}")
+    if not 0.0 <= routing.holdout < 1.0:
+        raise ConfigError(f"routing.holdout must be in [0, 1), got {routing.holdout}")
 
 
 def _validate_numbers(config):

@@ -21,7 +21,7 @@ STATUS_OK = "ok"
 STATUS_NO_FACE = "no_face"
 STATUS_UNREADABLE = "unreadable"
 STATUS_WRITE_FAILED = "write_failed"
-REPORT_FIELDS = ("input", "status", "faces", "written", "kept", "reason")
+REPORT_FIELDS = ("input", "status", "faces", "written", "kept", "reason", "groups")
 
 
 @dataclasses.dataclass
@@ -34,12 +34,15 @@ class Outcome:
     written: list = dataclasses.field(default_factory=list)
     kept: list = dataclasses.field(default_factory=list)
     reason: str = ""
+    # cartoonize: the group that drew each face, in face order ('elderly:0.93' with
+    # --group auto: the classifier's probability, and any fallback to the base group)
+    groups: list = dataclasses.field(default_factory=list)
 
     def row(self):
         """The outcome as a flat dict for the CSV/JSON report."""
         return {"input": self.input, "status": self.status, "faces": self.faces,
                 "written": ";".join(self.written), "kept": ";".join(self.kept),
-                "reason": self.reason}
+                "reason": self.reason, "groups": ";".join(self.groups)}
 
 
 def list_inputs(raw_dir):

@@ -36,6 +36,9 @@ from tfcartoon.precision import at_least_float32
 GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+AUTO_GROUP = "auto"
+
+
 def validate_groups(groups):
     """Return ``groups`` as a list of names, or raise ValueError saying what is wrong."""
     if isinstance(groups, str) or not hasattr(groups, "__iter__"):
@@ -49,6 +52,9 @@ def validate_groups(groups):
                 f"group name {name!r} is invalid: expected lowercase letters, digits and "
                 "underscores, starting with a letter (e.g. 'young_women')"
             )
+    if AUTO_GROUP in groups:
+        raise ValueError(f"group name {AUTO_GROUP!r} is reserved: --group {AUTO_GROUP} lets the "
+                         "group classifier pick each face's group; choose another name")
     duplicates = sorted({name for name in groups if groups.count(name) > 1})
     if duplicates:
         raise ValueError(f"group names must be unique, got duplicates {duplicates} in {groups}")

@@ -310,7 +310,8 @@ def _fit(config, files, run_dir, init, resume, devices, embedder_path, data_dir)
         gan.make_train_function(force=True)
         gan.fit(training_dataset(by_index, slots, config, first, end),
                 epochs=end // train_cfg.log_every, initial_epoch=first // train_cfg.log_every,
-                steps_per_epoch=train_cfg.log_every, callbacks=callbacks, verbose=0)
+                steps_per_epoch=train_cfg.log_every, callbacks=callbacks, verbose=0,
+                shuffle=False)  # the dataset orders the steps itself (seeded, resumable)
     if guard.bad_step is not None:
         last = latest_checkpoint(run_dir)
         raise TrainingError(
