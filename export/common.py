@@ -175,6 +175,9 @@ def auto_problem(args):
     if args.classifier is not None and not args.auto:
         return (f"--classifier {args.classifier} is used only by the auto variant; add --auto "
                 "or drop it")
+    if args.auto and getattr(args, "multigroup", False):
+        return ("--auto already writes every group into one file (with the classifier); "
+                "drop --multigroup")
     if args.auto and args.group is not None:
         return (f"--auto writes every group into one file and routes by itself; --group "
                 f"{args.group} cannot apply (drop one of them)")
@@ -321,6 +324,9 @@ def serving_function(generator, group=None, app=False, batch=1, classifier=None)
     size = generator.image_size
     photo = tf.TensorSpec((batch, size, size, 3), tf.uint8 if app else tf.float32, name=PHOTO)
     if classifier is not None:
+        if batch != 1 or group is not None:
+            raise ValueError("the auto variant routes one image at a time: batch must be 1 "
+                             f"and no group named, got batch={batch!r}, group={group!r}")
         return _auto_serving_function(generator, classifier, app, photo)
     if group is None:
         core = multigroup_core(generator, frozen_call)

@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -162,8 +163,13 @@ def load_group_classifier(path, groups=None, image_size=None):
                               f"{retrain_hint()} --overwrite")
     try:
         model = keras.models.load_model(path, compile=False)
-    except (ValueError, TypeError, OSError, KeyError) as error:
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
         raise ClassifierError(f"group classifier {path}: cannot load it ({error})") from None
+    shape = (tuple(model.input.shape[1:]), model.output.shape[-1])
+    if shape != ((input_size, input_size, 3), len(own_groups)):
+        raise ClassifierError(f"group classifier {path}: the model takes {shape[0]} and gives "
+                              f"{shape[1]} probabilities, its card says {input_size} px and "
+                              f"{len(own_groups)} groups; retrain it")
     if image_size is not None and image_size != int(model.input.shape[1]):
         if image_size % input_size:
             raise ClassifierError(f"group classifier {path}: reads faces whose side is a multiple "
@@ -290,6 +296,10 @@ def train_classifier(config, data_dir, out_path, overwrite=False):
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
     if len(groups) < 2:
         raise ClassifierError(f"routing needs at least two groups, the config has {groups}")
+    if config.model.image_size % routing.input_size:
+        raise ClassifierError(f"routing.input_size ({routing.input_size}) must divide "
+                              f"model.image_size ({config.model.image_size}): the classifier "
+                              "average-pools the model's faces to it")
     train_items, eval_items, eval_source = labelled_photos(
         data_dir, groups, config.base_group, routing.holdout)
     size = routing.input_size

@@ -111,7 +111,8 @@ class RoutingConfig:
     # ``threshold`` falls back to the base group.
     threshold: float = 0.5
     # Faces are average-pooled to this side before the classifier's four stride-2 convs
-    # (model.image_size must be a multiple of it); the first conv has ``width`` channels.
+    # (model.image_size must be a multiple of it to route); the first conv has ``width``
+    # channels.
     input_size: int = 64
     width: int = 16
     epochs: int = 100
@@ -293,12 +294,14 @@ def validate(config):
 
 def _validate_routing(config):
     """The group classifier's settings (``routing``) must fit the model's image size."""
-    routing, size = config.routing, config.model.image_size
+    routing = config.routing
     if not 0.0 <= routing.threshold <= 1.0:
         raise ConfigError(f"routing.threshold must be in [0, 1], got {routing.threshold}")
-    if routing.input_size < 16 or routing.input_size % 16 or size % routing.input_size:
-        raise ConfigError(f"routing.input_size must be a multiple of 16 that divides "
-                          f"model.image_size ({size}), got {routing.input_size}")
+    # whether it divides model.image_size is checked when a classifier is trained or
+    # loaded: a run that never routes does not depend on it
+    if routing.input_size < 16 or routing.input_size % 16:
+        raise ConfigError(f"routing.input_size must be a multiple of 16, got "
+                          f"{routing.input_size}")
     for key in ("width", "epochs", "batch_size"):
         if getattr(routing, key) < 1:
             raise ConfigError(f"routing.{key} must be at least 1, got {getattr(routing, key)}")

@@ -412,7 +412,10 @@ class _TFLiteRunner:
                   and tuple(d["shape"]) == (1,)]
         images = [d for d in inputs if d not in groups]
         # an --auto export has a second output: the group probabilities, (1, G) float32
-        image_outputs, probabilities = _split_outputs(outputs, lambda d: d["shape"])
+        try:
+            image_outputs, probabilities = _split_outputs(outputs, lambda d: d["shape"])
+        except ModelLoadError as error:
+            raise ModelLoadError(f"model {path}: {error}") from None
         if len(images) != 1 or len(groups) > 1 or (groups and probabilities):
             raise ModelLoadError(f"model {path}: expected one image input (and optionally a "
                                  f"group index) and one image output (and optionally group "
@@ -517,6 +520,9 @@ class _OnnxRunner:
         def run(chunk):
             feed = {self._input.name: _encode(chunk, self._dtype, (0.0, 0))}
             outputs = self._session.run(names, feed)
+            if outputs[0].shape != chunk.shape:
+                raise ValueError(f"the model returned shape {outputs[0].shape} for a batch of "
+                                 f"{chunk.shape}; expected the same shape")
             # one array (B, S, S, 3 + G) so that run_in_batches pads and splits both alike
             flat = [_decode(outputs[0], (0.0, 0)).reshape(len(chunk), -1)]
             flat += [np.asarray(o, np.float32) for o in outputs[1:]]
