@@ -303,12 +303,19 @@ def app_io(core):
     """Wrap ``core`` (float [-1, 1] -> [-1, 1]) as uint8 RGB in -> uint8 RGB out."""
 
     def serve(photo, *extra):
-        image = tf.cast(photo, tf.float32) / 127.5 - 1.0
-        cartoon = core(image, *extra)
-        levels = tf.clip_by_value(tf.round((cartoon + 1.0) * 127.5), 0.0, 255.0)
-        return tf.cast(levels, tf.uint8)
+        return _app_levels(core(_app_input(photo), *extra))
 
     return serve
+
+
+def _app_input(photo):
+    """uint8 RGB -> float32 in [-1, 1], inside the app variant's graph."""
+    return tf.cast(photo, tf.float32) / 127.5 - 1.0
+
+
+def _app_levels(cartoon):
+    """float32 in [-1, 1] -> uint8 RGB, rounded, inside the app variant's graph."""
+    return tf.cast(tf.clip_by_value(tf.round((cartoon + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
 
 
 def serving_function(generator, group=None, app=False, batch=1, classifier=None):
@@ -357,12 +364,8 @@ def _auto_serving_function(generator, classifier, app, photo):
     core = auto_core(generator, classifier.model, classifier.threshold, frozen_call)
 
     def serve(photo):
-        image = tf.cast(photo, tf.float32) / 127.5 - 1.0 if app else photo
-        cartoon, probabilities = core(image)
-        if app:
-            levels = tf.clip_by_value(tf.round((cartoon + 1.0) * 127.5), 0.0, 255.0)
-            cartoon = tf.cast(levels, tf.uint8)
-        return {CARTOON: cartoon, PROBABILITIES: probabilities}
+        cartoon, probabilities = core(_app_input(photo) if app else photo)
+        return {CARTOON: _app_levels(cartoon) if app else cartoon, PROBABILITIES: probabilities}
 
     return tf.function(serve, input_signature=[photo])
 

@@ -217,15 +217,17 @@ def load_faces(items, size):
     """
     import cv2
 
+    from tfcartoon.data.images import ImageReadError, read_image
+
     faces, labels, skipped = [], [], []
     for path, label in items:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("skipping unreadable photo %s", path)
+        try:
+            image = read_image(path, min_side=1)
+        except ImageReadError as error:
+            log.warning("skipping unreadable photo %s: %s", path, error.reason)
             skipped.append(str(path))
             continue
-        image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         faces.append(image.astype(np.float32) / 127.5 - 1.0)
         labels.append(label)
     faces = np.stack(faces) if faces else np.zeros((0, size, size, 3), np.float32)
