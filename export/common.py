@@ -27,6 +27,7 @@ from PIL import Image
 import tfcartoon
 from export.cli import TFLITE_PRECISIONS
 from export.multigroup import auto_core, multigroup_core
+from tfcartoon.data.images import usual_permissions
 from tfcartoon.models.generator import CartoonGenerator
 from tfcartoon.paths import shared_path
 from tfcartoon.precision import dtype_policy
@@ -582,6 +583,7 @@ def write_atomic(path, data, overwrite=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        usual_permissions(temp_name)
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()

@@ -8,6 +8,7 @@ synthetic images otherwise.
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def test_model_card_fields(fp32_export, tiny, tiny_checkpoint):
     assert card["outputs"][0]["name"] == "cartoon"
     assert set(card["parity"]) >= {"max_abs_err", "mean_abs_err", "psnr_db", "gate", "images"}
     assert card["file_size_bytes"] == path.stat().st_size
+    mode = 0o666 & ~_umask()  # what a plain open() gives, not mkstemp's 0600
+    assert {p.stat().st_mode & 0o777 for p in (path, path.with_name(path.name + ".json"))} == {mode}
     assert card["params"] == tiny.group_model("young_women").count_params()
     assert card["source"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert card["tfcartoon_version"] == tfcartoon.__version__
@@ -450,3 +453,9 @@ def test_export_clis_report_bad_models_and_conflicting_options_in_one_line(tmp_p
     assert to_tflite.main(["--multigroup", "--group", "elderly", "--out", str(tmp_path)]) == 2
     assert "--group elderly cannot apply" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -143,13 +143,19 @@ def atomic_output(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
-    os.chmod(temp_name, 0o666 & ~_current_umask())  # mkstemp's 0600 would make outputs private
+    usual_permissions(temp_name)
     try:
         yield temp_name
         os.replace(temp_name, path)
     finally:
         if os.path.exists(temp_name):
             os.remove(temp_name)
+
+
+def usual_permissions(path):
+    """Give a file made by ``tempfile.mkstemp`` the permissions a plain ``open`` would (0666
+    less the umask): mkstemp's 0600 would make the renamed output private."""
+    os.chmod(path, 0o666 & ~_current_umask())
 
 
 def _current_umask():

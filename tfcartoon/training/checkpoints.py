@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfcartoon.data.images import usual_permissions
+
 INDEX = "index.json"
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ def _atomic_write(path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        usual_permissions(tmp)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
