@@ -88,7 +88,8 @@ class TrainConfig:
     # no discriminators, no cycle/identity/CAM terms. Needs data.paired.
     supervised_steps: int = 0
     # Stage two: each group's samples are a micro-batch of their own, and only those
-    # that reach a trained variable are differentiated; gradients are added up, so the
+    # that reach a trained variable are differentiated (the others run their two
+    # cross-domain passes for the discriminators); gradients are added up, so the
     # step is the same as one pass over the batch, with the memory of what trains.
     # false: one pass over the whole batch (more memory; may be faster on a large GPU).
     # (The supervised warm-up, train.supervised_steps, is always one pass.)

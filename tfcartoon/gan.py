@@ -234,14 +234,20 @@ class CartoonGAN(keras.Model):
         return (losses.face_id(real_p, fake_c, per_sample=True)
                 + losses.face_id(real_c, fake_p, per_sample=True))
 
-    def _translate(self, photo, cartoon, slots=None):
+    def _translate(self, photo, cartoon, slots=None, identity=True):
         """Cross-domain and identity passes, two generator calls on doubled batches.
 
         Normalisation is per sample, so a concatenated batch gives each sample the
         output it would get alone (and so does a micro-batch). ``slots``: the group
-        index of each sample of ``photo`` (default: the whole batch's).
+        index of each sample of ``photo`` (default: the whole batch's). With
+        ``identity=False`` only the cross-domain passes run (what the discriminators
+        need) and the identity outputs are None.
         """
-        slots = list(self.plan.slots if slots is None else slots) * 2
+        slots = list(self.plan.slots if slots is None else slots)
+        if not identity:
+            return (self.photo2cartoon.route(photo, slots),
+                    self.cartoon2photo.route(cartoon, slots), None, None)
+        slots = slots * 2
         both = ops.concatenate([photo, cartoon], axis=0)
         to_cartoon = self.photo2cartoon.route(both, slots)
         to_photo = self.cartoon2photo.route(ops.concatenate([cartoon, photo], axis=0), slots)
@@ -358,8 +364,10 @@ class CartoonGAN(keras.Model):
 
         Each group's samples form a micro-batch (or the whole batch is one). A
         micro-batch whose samples reach no trained variable (another group's branch
-        under the strict rule) runs forward only: the discriminators need its fakes and
-        the logs its losses, but no generator backward. The others are recorded on a
+        under the strict rule) runs only its two cross-domain passes, forward: the
+        discriminators need its fakes, and its generator losses, which reach nothing
+        that trains, are not computed (the ``g_*`` logs are means over the trained
+        groups' samples, with or without micro-batches). The others are recorded on a
         tape of their own, differentiated one after the other, and their gradients
         added up, so each optimizer is applied once, to the same step as one pass over
         the whole batch: the objective is a sum over samples (``generator_objective``),
@@ -382,7 +390,7 @@ class CartoonGAN(keras.Model):
             if backward:
                 tapes[start] = tf.GradientTape(persistent=self.plan.rule == "reference")
             with tapes.get(start) or contextlib.nullcontext():
-                translated[start] = self._translate(*inputs, part_slots)
+                translated[start] = self._translate(*inputs, part_slots, identity=backward)
             barrier = [translated[start][0]["image"], translated[start][1]["image"]]
         # The generators do not change before their own update, so the reference's
         # discriminator pass on freshly generated fakes sees exactly these images.
@@ -398,27 +406,30 @@ class CartoonGAN(keras.Model):
 
         # Phase 2: generator losses, one micro-batch after the other; gradients added.
         generator_vars = self.generator_variables()
-        grads, part_terms, barrier = None, [], [d_loss]
+        grads, part_terms, logged_slots, barrier = None, [], [], [d_loss]
         for start, stop, part_slots, backward in parts:
+            if not backward:
+                continue
             inputs = (photo[start:stop], cartoon[start:stop], translated[start])
-            tape = tapes.pop(start, None)
-            with tape or contextlib.nullcontext():  # the barrier's identities on the tape
+            tape = tapes.pop(start)
+            with tape:  # the barrier's identities on the tape
                 photo_part, cartoon_part, fakes = self._after(barrier, *inputs)
                 terms = self._weighted(self._generator_terms(
                     photo_part, cartoon_part, group[start:stop], fakes, part_slots))
-                if backward:
-                    objectives = self._generator_objectives(terms, group[start:stop], total)
-            if backward:
-                part_grads = self._objective_gradients(tape, objectives)
-                grads = part_grads if grads is None else _add_gradients(grads, part_grads)
-                barrier = [g for g in grads if g is not None]
-            else:
-                barrier = [sum(terms.values())]
+                objectives = self._generator_objectives(terms, group[start:stop], total)
+            part_grads = self._objective_gradients(tape, objectives)
+            grads = part_grads if grads is None else _add_gradients(grads, part_grads)
+            barrier = [g for g in grads if g is not None]
             part_terms.append(terms)
-        if grads is not None:
-            _apply_connected(self.generator_optimizer, grads, generator_vars)
+            logged_slots += part_slots
+        _apply_connected(self.generator_optimizer, grads, generator_vars)
 
-        terms = {name: ops.concatenate([t[name] for t in part_terms], axis=0)
+        # Log the trained samples' losses (one pass over a batch with untrained groups
+        # computed the others' too).
+        trained = [i for i, s in enumerate(logged_slots)
+                   if self.plan.needs_backward({names[s]})]
+        terms = {name: ops.take(ops.concatenate([t[name] for t in part_terms], axis=0),
+                                trained, axis=0)
                  for name in part_terms[0]}
         logs = {"d_loss": d_loss, **d_logs, "g_loss": ops.mean(sum(terms.values()))}
         logs.update({f"g_{name}": ops.mean(value) for name, value in terms.items()})
