@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -130,3 +131,71 @@ def test_cli_refuses_a_used_folder_and_a_merged_model_cannot_be_resumed(strict_r
     assert "merged model: " in capsys.readouterr().out
     with pytest.raises(TrainingError, match="is a merged model"):
         train(None, tmp_path, tmp_path / "merged", resume=True)
+
+
+@pytest.fixture(scope="module")
+def chained_runs(tmp_path_factory):
+    """Two base runs of one model, the second a perturbed continuation of the first."""
+    root = tmp_path_factory.mktemp("average")
+    config = tiny_config("face_id.model=null")
+    first = _generators(config)
+    second = _generators(config)
+    for name, generator in second.items():
+        generator.set_weights(first[name].get_weights())
+        _perturb(generator.weights, seed=5)
+    return (_write_run(root / "first", config, first, step=7),
+            _write_run(root / "second", config, second, step=9))
+
+
+def test_averaged_model_holds_the_weighted_mean_of_the_runs(chained_runs, tmp_path):
+    from tfcartoon.average import average_runs
+    from tfcartoon.training.run import load
+
+    out = average_runs(chained_runs, tmp_path / "mean", weights=[0.3, 0.7])
+    mean, first, second = load(out), load(chained_runs[0]), load(chained_runs[1])
+    assert mean.step == 9 and mean.config.groups == second.config.groups
+    for name in GENERATORS:
+        pairs = zip(getattr(mean, name).weights, getattr(first, name).weights,
+                    getattr(second, name).weights)
+        for m, a, b in pairs:
+            np.testing.assert_allclose(m.numpy(), 0.3 * a.numpy() + 0.7 * b.numpy(),
+                                       rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(_outputs(out, "young_women"),
+                              _outputs(chained_runs[1], "young_women"))
+    record = json.loads((out / "provenance.json").read_text())
+    assert [s["weight"] for s in record["averaged_from"]] == [0.3, 0.7]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for written in (out / "checkpoints").iterdir():  # atomic, yet not mkstemp's 0600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~mask, written
+    assert all(len(s["sha256"]) == 64 for s in record["averaged_from"])
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([0.5], "1 values for 2 runs"),
+    ([0.5, 0.6], "add up to 1.1"),
+    ([1.5, -0.5], "must be > 0"),
+])
+def test_average_refuses_bad_weights(chained_runs, tmp_path, weights, message):
+    from tfcartoon.average import average_runs
+    from tfcartoon.merge import MergeError
+
+    with pytest.raises(MergeError, match=f"--weights.*{message}"):
+        average_runs(chained_runs, tmp_path / "out", weights=weights)
+    assert not (tmp_path / "out").exists()
+
+
+def test_average_refuses_runs_of_other_groups_and_cannot_be_resumed(chained_runs, tmp_path,
+                                                                   capsys):
+    from tfcartoon.average import main
+    from tfcartoon.training.run import TrainingError, train
+
+    config = tiny_config("face_id.model=null", "groups=[young_women, elderly]")
+    two = _write_run(tmp_path / "two", config, _generators(config))
+    assert main([str(chained_runs[0]), str(two), "--out", str(tmp_path / "mixed")]) == 2
+    assert "has groups" in capsys.readouterr().err
+    assert not (tmp_path / "mixed").exists()
+    assert main([*map(str, chained_runs), "--out", str(tmp_path / "mean")]) == 0
+    assert "averaged model: " in capsys.readouterr().out
+    with pytest.raises(TrainingError, match="is an averaged model"):
+        train(None, tmp_path, tmp_path / "mean", resume=True)

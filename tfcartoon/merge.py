@@ -37,14 +37,15 @@ def _parts(group):
 
 
 def _arrays(run, gen_name, parts):
-    """{key: array} of ``parts`` of one generator of a loaded run."""
+    """{key: array} of ``parts`` (default: all) of one generator of a loaded run."""
     import numpy as np
 
     from tfcartoon.training.checkpoints import generator_entries
 
     generator = getattr(run, gen_name)
+    parts = None if parts is None else set(parts)
     return {key: np.asarray(v.numpy()) for key, v in generator_entries(generator, gen_name,
-                                                                      set(parts))}
+                                                                      parts)}
 
 
 def _differing(a, b):
@@ -122,19 +123,10 @@ def merge_runs(run_dirs, out_dir):
 
     from tfcartoon.models.generator import build_generator
     from tfcartoon.precision import dtype_policy
-    from tfcartoon.preset import file_sha256
-    from tfcartoon.training.checkpoints import FORMAT, generator_entries, write_state
-    from tfcartoon.training.run import CONFIG_FILE, PROVENANCE_FILE, load
+    from tfcartoon.training.checkpoints import FORMAT, generator_entries
+    from tfcartoon.training.run import load
 
-    run_dirs = [Path(r) for r in run_dirs]
-    out_dir = Path(out_dir)
-    if len(run_dirs) < 2:
-        raise MergeError(f"give at least two runs to merge, got {len(run_dirs)}")
-    if len(set(r.resolve() for r in run_dirs)) != len(run_dirs):
-        raise MergeError("a run is named twice")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise MergeError(f"--out {str(out_dir)!r} exists and is not an empty folder: nothing "
-                         "in it is touched; choose a new folder")
+    run_dirs, out_dir = check_folders(run_dirs, out_dir, "merge")
     runs = [load(r) for r in run_dirs]
     _check_shapes(runs, run_dirs)
     _check_trunks(runs, run_dirs)
@@ -159,13 +151,44 @@ def merge_runs(run_dirs, out_dir):
             for key, variable in generator_entries(merged, gen_name):
                 variable.assign(pieces[key])
                 state[key] = np.asarray(variable.numpy())
+    return write_model_run(out_dir, config, state, "merged_from", [
+        {**source_record(run, run_dir), "groups": [g for g, i in sources.items() if i == index]}
+        for index, (run, run_dir) in enumerate(zip(runs, run_dirs))])
+
+
+def check_folders(run_dirs, out_dir, verb):
+    """``run_dirs`` and ``out_dir`` as Paths: at least two distinct runs, and an output
+    folder that is new or empty (nothing a user has is overwritten)."""
+    run_dirs = [Path(r) for r in run_dirs]
+    out_dir = Path(out_dir)
+    if len(run_dirs) < 2:
+        raise MergeError(f"give at least two runs to {verb}, got {len(run_dirs)}")
+    if len(set(r.resolve() for r in run_dirs)) != len(run_dirs):
+        raise MergeError("a run is named twice")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise MergeError(f"--out {str(out_dir)!r} exists and is not an empty folder: nothing "
+                         "in it is touched; choose a new folder")
+    return run_dirs, out_dir
+
+
+def source_record(run, run_dir):
+    """Provenance of one source run: its folder, checkpoint and the checkpoint's hash."""
+    from tfcartoon.preset import file_sha256
+
+    return {"run": str(Path(run_dir).resolve()), "checkpoint": str(Path(run.checkpoint).resolve()),
+            "sha256": file_sha256(run.checkpoint)}
+
+
+def write_model_run(out_dir, config, state, key, sources):
+    """Write a generators-only run folder (config, provenance naming ``sources`` under
+    ``key``, one checkpoint of ``state``) that loads like a trained run; returns it."""
+    from tfcartoon.training.checkpoints import write_state
+    from tfcartoon.training.run import CONFIG_FILE, PROVENANCE_FILE
+
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
-    record = {"data": None, "init": None, "merged_from": [
-        {"run": str(run_dir.resolve()), "checkpoint": str(Path(run.checkpoint).resolve()),
-         "sha256": file_sha256(run.checkpoint),
-         "groups": [g for g, i in sources.items() if i == index]}
-        for index, (run, run_dir) in enumerate(zip(runs, run_dirs))]}
+    record = {"data": None, "init": None, key: sources}
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=1) + "\n",
                                            encoding="utf-8")
     write_state(out_dir, state, int(state["step"]))

@@ -212,10 +212,13 @@ def check_resume_data(run_dir, data_dir, allow_other_data):
     if not path.is_file():
         return
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("merged_from"):
-        raise TrainingError(f"--resume: {str(run_dir)!r} is a merged model (python -m "
-                            "tfcartoon.merge) and holds no training state; resume the runs it "
-                            "was merged from, then merge them again")
+    for key, tool, what in (("merged_from", "merge", "a merged"),
+                            ("averaged_from", "average", "an averaged")):
+        if record.get(key):
+            raise TrainingError(f"--resume: {str(run_dir)!r} is {what} model (python -m "
+                                f"tfcartoon.{tool}) and holds no training state; resume the "
+                                f"runs it was {tool}d from, then {tool} them again, or start "
+                                "a new run from it with --init")
     recorded = record["data"]
     if recorded != str(Path(data_dir).resolve()) and not allow_other_data:
         raise TrainingError(f"--resume: this run trained on {recorded!r}, not on "
