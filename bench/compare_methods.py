@@ -14,7 +14,12 @@ and ``python -m tfcartoon.evaluate``:
 - No selective backprop: stage two updating every variable (fewshot_full.yaml);
 - Ours: stage two with the strict rule (fewshot.yaml), all new groups at once.
 
-Stage-two runs start from the Basic run. Group agreement is judged for every method
+Stage-two runs start from the Basic run, or with ``--base preset:young_women`` from the
+shipped preset (ngf 32, hourglass depth 4; any ``--size``): Basic is then the preset
+itself, evaluated as the ``ours`` run's base branch (the strict rule leaves the trunk and
+that branch bit-identical to the preset), and Baseline1 (from scratch) is not run unless
+named in ``--methods``. ``--methods`` picks the methods (``ours`` is always run: its
+discriminators judge every method). Group agreement is judged for every method
 by the cartoon discriminators of the "Ours" run (they learned the groups from real
 cartoons only). Each finished run is kept: rerunning the script continues where it
 stopped. Grids stay in the work folder (they show the dataset's photos, which are not
@@ -59,32 +64,46 @@ class Run:
 
 @dataclasses.dataclass
 class Method:
+    key: str             # name in --methods
     name: str
-    runs: dict           # group -> run name evaluated for that group
+    runs: dict           # group -> evaluation (a run name, or "run@branch") for that group
     note: str
 
 
-def plan():
+METHOD_KEYS = ("basic", "baseline1", "baseline2", "baseline3", "no_selective_backprop", "ours")
+
+
+def plan(base=None, chosen=METHOD_KEYS):
+    """(runs to train, methods to report). ``base``: a ``preset:NAME`` to start stage two
+    from instead of training the Basic run."""
+    chosen = set(chosen) | {"ours"}
+    start = base or "basic"
+    basic = "ours@young_women" if base else "basic"
     runs = [Run("basic", "base.yaml", base_steps=True),
             Run("baseline1", "baseline1.yaml", base_steps=True),
-            Run("baseline2", "baseline2.yaml", init="basic"),
-            *[Run(f"baseline3_{g}", "baseline3.yaml", init="basic",
+            Run("baseline2", "baseline2.yaml", init=start),
+            *[Run(f"baseline3_{g}", "baseline3.yaml", init=start,
                   sets=(f"data.pool_groups=[{g}]",)) for g in NEW_GROUPS],
-            Run("no_selective_backprop", "fewshot_full.yaml", init="basic"),
-            Run("ours", "fewshot.yaml", init="basic")]
+            Run("no_selective_backprop", "fewshot_full.yaml", init=start),
+            Run("ours", "fewshot.yaml", init=start)]
+    basic_note = (f"the {base} preset, base branch for all" if base
+                  else "stage-one model, base branch for all")
     methods = [
-        Method("Basic", {g: "basic" for g in GROUPS}, "stage-one model, base branch for all"),
-        Method("Baseline1", {g: "baseline1" for g in GROUPS}, "all data mixed, one model"),
-        Method("Baseline2", {g: "baseline2" for g in GROUPS},
+        Method("basic", "Basic", {g: basic for g in GROUPS}, basic_note),
+        Method("baseline1", "Baseline1", {g: "baseline1" for g in GROUPS},
+               "all data mixed, one model"),
+        Method("baseline2", "Baseline2", {g: "baseline2" for g in GROUPS},
                "base model fine-tuned whole on mixed new-group data"),
-        Method("Baseline3", {"young_women": "basic",
-                             **{g: f"baseline3_{g}" for g in NEW_GROUPS}},
+        Method("baseline3", "Baseline3", {"young_women": basic,
+                                          **{g: f"baseline3_{g}" for g in NEW_GROUPS}},
                "base model fine-tuned whole per group (young women: the base model)"),
-        Method("No selective backprop", {g: "no_selective_backprop" for g in GROUPS},
-               "stage two, every variable updated"),
-        Method("Ours", {g: "ours" for g in GROUPS}, "stage two, strict rule (paper's)"),
+        Method("no_selective_backprop", "No selective backprop",
+               {g: "no_selective_backprop" for g in GROUPS}, "stage two, every variable updated"),
+        Method("ours", "Ours", {g: "ours" for g in GROUPS}, "stage two, strict rule (paper's)"),
     ]
-    return runs, methods
+    methods = [m for m in methods if m.key in chosen]
+    needed = {e.split("@")[0] for m in methods for e in m.runs.values()}
+    return [r for r in runs if r.name in needed], methods
 
 
 def size_overrides(args, steps):
@@ -152,7 +171,9 @@ def train_all(args, runs, work, timings):
             for item in size_overrides(args, steps) + list(run.sets):
                 command += ["--set", item]
             if run.init:
-                command += ["--init", str(work / "runs" / run.init)]
+                init = run.init
+                command += ["--init", init if init.startswith("preset:")
+                            else str(work / "runs" / init)]
         timings[f"train {run.name}"] = call(command, work / "logs" / f"train_{run.name}.log")
         save_timings(work, timings)
         print(f"{run.name}: {timings[f'train {run.name}']:.0f} s", flush=True)
@@ -164,17 +185,20 @@ def evaluate_all(args, methods, work, timings):
     for method in methods:
         for group, run in method.runs.items():
             needed.setdefault(run, []).append(group)
-    for run, groups in needed.items():
-        out = work / "eval" / run
+    for entry, groups in needed.items():
+        run, _, branch = entry.partition("@")
+        out = work / "eval" / entry.replace("@", "_branch_")
         report = out / "report.json"
         if not report.is_file():
             command = [sys.executable, "-m", "tfcartoon.evaluate", "--model",
                        str(work / "runs" / run), "--data", str(args.data), "--out", str(out),
                        "--judge", str(work / "runs" / "ours"), "--overwrite",
                        "--groups", *sorted(set(groups), key=GROUPS.index)]
-            timings[f"eval {run}"] = call(command, work / "logs" / f"eval_{run}.log")
+            if branch:
+                command += ["--branch", branch]
+            timings[f"eval {entry}"] = call(command, work / "logs" / f"eval_{entry}.log")
             save_timings(work, timings)
-        results[run] = json.loads(report.read_text())
+        results[entry] = json.loads(report.read_text())
     return results
 
 
@@ -207,6 +231,36 @@ def photo_reference(args, work):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     return report
+
+
+def base_drift(args, methods, work):
+    """How far each method's base-group (young_women) cartoons moved from the base model's,
+    on young_women's held-out photos: rows (method, max abs, mean abs) on the [-1, 1]
+    scale. The base model is the preset (``--base``) or the Basic run."""
+    import numpy as np
+
+    from tfcartoon.preset import load_preset, parse_preset_ref
+    from tfcartoon.training.run import load
+
+    group = GROUPS[0]
+    photos = evaluate.load_group_data(args.data, group, args.size).photos
+
+    def cartoons(generator, branch):
+        return np.asarray(generator.group_model(branch).predict(photos, batch_size=8,
+                                                                verbose=0), np.float64)
+
+    if args.base:
+        base = load_preset(parse_preset_ref(args.base), image_size=args.size).photo2cartoon
+    else:
+        base = load(work / "runs" / "basic").photo2cartoon
+    reference = cartoons(base, group)
+    rows = []
+    for method in methods:
+        run, _, branch = method.runs[group].partition("@")
+        diff = np.abs(cartoons(load(work / "runs" / run).photo2cartoon, branch or group)
+                      - reference)
+        rows.append((method.name, float(diff.max()), float(diff.mean())))
+    return rows
 
 
 cell = evaluate.cell
@@ -294,6 +348,13 @@ def write_results(args, methods, results, timings, wall, path):
              "## Mean over the three few-shot groups", ""]
     floor = {g: {k: reference["groups"][g].get(k) for k, _, _ in METRICS} for g in GROUPS}
     lines += mean_over_new_groups({**summary, "*photo unchanged (floor)*": floor})
+    lines += ["", f"## How far the {GROUPS[0]} cartoons moved from the base model", "",
+              f"Max and mean absolute difference ([-1, 1] scale) between each method's "
+              f"{GROUPS[0]} cartoons and the base model's ({args.base or 'the Basic run'}), "
+              f"on the {GROUPS[0]} held-out photos; 0 means bit-identical.", "",
+              "| method | max abs diff | mean abs diff |", "|---|---:|---:|"]
+    lines += [f"| {name} | {top:.3g} | {mean:.3g} |"
+              for name, top, mean in base_drift(args, methods, Path(args.work))]
     lines += ["", "## Per group", ""] + tables
     lines += ["## Methods", ""]
     lines += [f"- **{m.name}**: {m.note}." for m in methods]
@@ -329,6 +390,10 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
+    parser.add_argument("--base", help="preset:NAME: start stage two from this preset "
+                        "instead of training the Basic run")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_KEYS, default=None,
+                        help="methods to run (default: all; with --base, all but baseline1)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     return parser.parse_args(argv)
 
@@ -339,7 +404,10 @@ def main(argv=None):
         if steps % (2 * args.log_every):
             raise SystemExit(f"steps ({steps}) must be a multiple of 2 x --log-every "
                              f"({args.log_every})")
-    runs, methods = plan()
+    if args.base and not args.base.startswith("preset:"):
+        raise SystemExit(f"--base {args.base!r}: expected preset:NAME")
+    chosen = args.methods or [k for k in METHOD_KEYS if not (args.base and k == "baseline1")]
+    runs, methods = plan(args.base, chosen)
     if args.dry_run:
         print(yaml.safe_dump({"runs": [dataclasses.asdict(r) for r in runs],
                               "methods": [m.name for m in methods]}, sort_keys=False))

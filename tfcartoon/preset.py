@@ -117,20 +117,27 @@ def read_preset(name):
     return meta, state
 
 
-def load_preset(name=DEFAULT_PRESET):
+def load_preset(name=DEFAULT_PRESET, image_size=None):
     """The preset's generators, float32, with its base group only.
 
     Returns a namespace like ``tfcartoon.load(run_dir)``: ``photo2cartoon``,
     ``cartoon2photo`` (``CartoonGenerator``), ``config`` (the training run's config
-    with ``groups`` reduced to the base group and ``model.image_size`` the preset's),
-    ``step``, ``checkpoint`` (the preset's weights file) and ``meta``.
+    with ``groups`` reduced to the base group and ``model.image_size`` the preset's, or
+    ``image_size``: no weight depends on it), ``step``, ``checkpoint`` (the preset's
+    weights file) and ``meta``.
     """
     from tfcartoon.config import config_from_dict
     from tfcartoon.models.generator import build_generator
     from tfcartoon.precision import dtype_policy
 
     meta, state = read_preset(name)
-    config = config_from_dict(meta["config"])
+    settings = meta["config"]
+    if image_size is not None:  # the data resize follows, in proportion
+        old = settings["model"]["image_size"]
+        resize = max(int(image_size), round(settings["data"]["resize"] * int(image_size) / old))
+        settings = {**settings, "model": {**settings["model"], "image_size": int(image_size)},
+                    "data": {**settings["data"], "resize": resize}}
+    config = config_from_dict(settings)
     model, group = config.model, config.base_group
     source = f"preset {name!r}"
     generators = {}
