@@ -19,14 +19,11 @@ that is not new or empty.
 """
 
 import argparse
-import json
-import logging
 import sys
 
 from tfcartoon.merge import (GENERATORS, MergeError, _arrays, _named, check_folders,
-                             source_record, write_model_run)
+                             run_cli, source_record, write_model_run)
 
-log = logging.getLogger(__name__)
 
 
 def _weights(weights, count):
@@ -85,21 +82,9 @@ def main(argv=None):
                         help="one weight per run, > 0, adding up to 1 (default: equal)")
     parser.add_argument("--out", required=True, help="new folder for the averaged model")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from tfcartoon.training.checkpoints import CheckpointError
-    from tfcartoon.training.run import TrainingError
-
-    try:
-        out = average_runs(args.runs, args.out, args.weights)
-    except (MergeError, TrainingError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    record = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
-    for source in record["averaged_from"]:
-        print(f"{source['weight']:g} x {source['run']} ({source['checkpoint']})")
-    print(f"averaged model: {out}")
-    return 0
-
+    return run_cli(lambda: average_runs(args.runs, args.out, args.weights), "averaged_from",
+                   "averaged model",
+                   lambda s: f"{s['weight']:g} x {s['run']} ({s['checkpoint']})")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -201,19 +201,27 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="stage-two run directories (strict rule)")
     parser.add_argument("--out", required=True, help="new folder for the merged model")
     args = parser.parse_args(argv)
+    return run_cli(lambda: merge_runs(args.runs, args.out), "merged_from", "merged model",
+                   lambda s: f"{s['run']}: {', '.join(s['groups']) or '(nothing new)'}")
+
+
+def run_cli(write, key, label, describe):
+    """Shared end of the merge and average commands: ``write()`` the model folder (a
+    refusal is one ``error:`` line and exit status 2), then one line per source run
+    (``describe`` of its provenance entry under ``key``) and the folder."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from tfcartoon.training.checkpoints import CheckpointError
     from tfcartoon.training.run import TrainingError
 
     try:
-        out = merge_runs(args.runs, args.out)
+        out = write()
     except (MergeError, TrainingError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     record = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
-    for source in record["merged_from"]:
-        print(f"{source['run']}: {', '.join(source['groups']) or '(nothing new)'}")
-    print(f"merged model: {out}")
+    for source in record[key]:
+        print(describe(source))
+    print(f"{label}: {out}")
     return 0
 
 
