@@ -25,7 +25,6 @@ from tfcartoon.merge import (GENERATORS, MergeError, _arrays, _named, check_fold
                              run_cli, source_record, write_model_run)
 
 
-
 def _weights(weights, count):
     if weights is None:
         return [1.0 / count] * count
